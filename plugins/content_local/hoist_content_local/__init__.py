@@ -1,0 +1,1 @@
+"""Hoist's local content store: blobs on disk under the plugin root."""

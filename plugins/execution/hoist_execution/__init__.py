@@ -1,0 +1,1 @@
+"""Hoist's execution service: containers over gRPC on hoistd's socket."""

@@ -1,0 +1,1 @@
+"""Hoist's resolver, fetcher and pusher for Docker Registry HTTP API v2 / OCI distribution registries."""

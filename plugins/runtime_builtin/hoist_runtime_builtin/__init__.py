@@ -1,0 +1,1 @@
+"""Hoist's builtin container runtime: Linux namespaces and pivot_root."""
