@@ -88,3 +88,53 @@ class InitContext:
     def plugin_results(self) -> list:
         """Every plugin's :class:`PluginResult` so far (all of them once the host has finished loading)."""
         return self._results()
+
+
+@attrs.define(kw_only=True)
+class PluginResult:
+    """The outcome of loading one plugin: ``ok``, ``skip`` or ``error``, with the instance or the cause."""
+
+    uri: str
+    registration: Registration | None = None
+    status: str = "error"
+    instance: Any = None
+    error: BaseException | None = None
+    source: str = ""
+
+    @property
+    def type(self) -> str:
+        if self.registration is not None:
+            return self.registration.type
+        return self.uri.rsplit(".", 1)[0] if "." in self.uri else self.uri
+
+    @property
+    def id(self) -> str:
+        if self.registration is not None:
+            return self.registration.id
+        return self.uri.rsplit(".", 1)[-1]
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        return self.registration.requires if self.registration is not None else ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def reason(self) -> str:
+        """One line saying why the plugin is not ``ok`` (empty when it is)."""
+        if self.error is None:
+            return ""
+        text = str(self.error).strip().splitlines()
+        line = text[0] if text else type(self.error).__name__
+        prefix = f"{self.uri}: "
+        return line[len(prefix):] if line.startswith(prefix) else line
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """A fresh pluggy manager for the ``hoist`` project with Hoist's hookspecs added."""
+    from hoist import hookspecs
+
+    pm = pluggy.PluginManager("hoist")
+    pm.add_hookspecs(hookspecs)
+    return pm

@@ -1,0 +1,10 @@
+"""Core's own plugins, registered through the same hook as installed ones.
+
+Maps each builtin plugin URI to the module that implements ``hoist_register_plugins`` for it.  The
+modules are imported only when the configuration enables them.
+"""
+
+from __future__ import annotations
+
+BUILTINS: dict[str, str] = {
+}

@@ -1,0 +1,1 @@
+"""Command-line faces of Hoist: ``hoistd``, ``dist`` and ``hoist``."""

@@ -1,0 +1,174 @@
+"""``hoist.Client``: one API for programs and for the CLIs, embedded (plugins opened in-process on a root) or remote.
+
+Embedded mode loads the configured plugins on ``root`` in this process — no daemon needed.  Remote
+mode (``address`` given) talks to ``hoistd`` (or a real containerd) over its gRPC API.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hoist import config as _config
+from hoist.errors import NotFoundError, UnsupportedError
+from hoist.host import PluginHost
+from hoist.plugin import PluginResult
+
+DEFAULT_NAMESPACE = "default"
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> _config.Config:
+    """The config at ``path``; else ``$HOIST_CONFIG``; else ``/etc/hoist/config.toml`` if it exists; else defaults."""
+    chosen = path or os.environ.get("HOIST_CONFIG")
+    if chosen:
+        return _config.load(chosen)
+    if Path(_config.DEFAULT_CONFIG_PATH).is_file():
+        return _config.load(_config.DEFAULT_CONFIG_PATH)
+    return _config.Config()
+
+
+class Client:
+    """Hoist's client API.
+
+    Open with :meth:`open`; use as a context manager so plugins (embedded) or channels (remote) are closed.
+
+    :param host: the loaded plugin host (embedded mode), or ``None`` in remote mode.
+    :param address: the daemon's socket (remote mode).
+    :param namespace: the namespace for images, leases and containers.
+    """
+
+    def __init__(self, *, host: PluginHost | None = None, address: str | None = None,
+                 namespace: str = DEFAULT_NAMESPACE) -> None:
+        self.host = host
+        self.address = address
+        self.namespace = namespace
+        self._remote: dict[str, Any] = {}
+        self._channel: Any = None
+
+    @classmethod
+    def open(cls, *, root: str | None = None, state: str | None = None, address: str | None = None,
+             namespace: str = DEFAULT_NAMESPACE, config_path: str | os.PathLike[str] | None = None,
+             config: _config.Config | None = None) -> Client:
+        """Open a client: remote when ``address`` is given, else embedded on ``root`` with the config's plugins.
+
+        :raises ConfigError: the config file is wrong.
+        :raises PluginError: a required plugin failed to load (embedded mode).
+        """
+        if address:
+            return cls(address=address, namespace=namespace)
+        cfg = config if config is not None else load_config(config_path)
+        cfg = cfg.with_overrides(root=root, state=state)
+        host = PluginHost(cfg)
+        try:
+            host.load()
+            host.check_required()
+        except BaseException:
+            host.close()
+            raise
+        return cls(host=host, namespace=namespace)
+
+    # -- plugins -----------------------------------------------------------------------------------
+
+    @property
+    def remote(self) -> bool:
+        return self.host is None
+
+    def channel(self) -> Any:
+        """The gRPC channel to the daemon (remote mode)."""
+        if self._channel is None:
+            import grpc
+
+            target = self.address if "://" in (self.address or "") else f"unix://{self.address}"
+            self._channel = grpc.insecure_channel(target, options=[
+                ("grpc.max_receive_message_length", 16 << 20), ("grpc.max_send_message_length", 16 << 20)])
+        return self._channel
+
+    def plugin(self, type: str) -> Any:
+        """The first ``ok`` plugin instance of ``type`` (embedded mode).
+
+        :raises NotFoundError: none is loaded.
+        """
+        if self.host is None:
+            raise UnsupportedError(f"plugin {type} is in-process only; not available over {self.address}")
+        return self.host.get(type)
+
+    def plugins_of(self, type: str) -> dict[str, Any]:
+        """``{id: instance}`` of every ``ok`` plugin of ``type`` (embedded mode)."""
+        if self.host is None:
+            return {}
+        return self.host.get_all(type)
+
+    def plugin_results(self) -> list[PluginResult]:
+        """Every plugin's status: from the in-process host, or from the daemon's Introspection service."""
+        if self.host is not None:
+            return self.host.ordered()
+        from hoist.api.introspection_client import plugin_results
+
+        return plugin_results(self.channel())
+
+    # -- subsystems --------------------------------------------------------------------------------
+
+    @property
+    def content(self) -> Any:
+        """The content store: the ``hoist.content.v1`` plugin, or the daemon's Content service."""
+        if self.host is not None:
+            return self.plugin("hoist.content.v1")
+        if "content" not in self._remote:
+            from hoist.api.content_client import RemoteContentStore
+
+            self._remote["content"] = RemoteContentStore(self.channel(), namespace=self.namespace)
+        return self._remote["content"]
+
+    @property
+    def metadata(self) -> Any:
+        """The metadata store (``hoist.metadata.v1``), embedded mode."""
+        return self.plugin("hoist.metadata.v1")
+
+    def resolver(self, ref: str, options: Any = None) -> Any:
+        """A resolver for ``ref``: the first ``hoist.resolver.v1`` plugin that claims it, the docker one last.
+
+        :raises NotFoundError: no enabled resolver claims ``ref``.
+        """
+        resolvers = self.plugins_of("hoist.resolver.v1") if self.host is not None else self._local_resolvers()
+        for rid in sorted(resolvers, key=lambda i: (i == "docker", i)):
+            plugin = resolvers[rid]
+            if plugin.claims(ref):
+                return plugin.new_resolver(options)
+        raise NotFoundError(f"{ref}: no enabled resolver plugin handles this reference")
+
+    def _local_resolvers(self) -> dict[str, Any]:
+        # In remote mode the client still resolves and fetches itself, as ctr does; resolvers load in-process.
+        if "resolvers" not in self._remote:
+            import attrs
+
+            from hoist.host import available_plugins
+
+            cfg = load_config()
+            wanted = cfg.enabled_plugins if cfg.enabled_plugins is not None else tuple(available_plugins())
+            only = tuple(u for u in wanted if u.startswith("hoist.resolver.v1."))
+            tables = {u: t for u, t in cfg.plugin_tables.items() if u in only}
+            cfg = attrs.evolve(cfg, enabled_plugins=only, required_plugins=(), plugin_tables=tables)
+            self._remote["resolver_host"] = host = PluginHost(cfg)
+            host.load()
+            self._remote["resolvers"] = host.get_all("hoist.resolver.v1")
+        return self._remote["resolvers"]
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the plugins (embedded) or the channel (remote)."""
+        if self.host is not None:
+            self.host.close()
+        extra = self._remote.get("resolver_host")
+        if extra is not None:
+            extra.close()
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
