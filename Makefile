@@ -5,11 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PLUGINS := content_local resolver_docker runtime_builtin execution
 DEBIAN_PACKAGES := docker-registry skopeo containerd runc busybox-static curl openssl apache2-utils \
-	golang-github-containerd-containerd-dev python3-venv python3-dev gcc time iproute2 util-linux
+	golang-github-containerd-containerd-dev python3-venv python3-dev gcc time iproute2 util-linux umoci
 # One line installs core and every plugin editable (the packaging test checks it lists them all).
 INSTALL_EDITABLE := -e '.[test]' $(foreach p,$(PLUGINS),-e plugins/$(p))
 
-.PHONY: setup deps venv demo test bench clean
+.PHONY: setup deps venv demo test bench clean proto
 
 setup: deps venv
 
@@ -37,6 +37,10 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# Regenerate hoist.api's *_pb2.py/*_pb2_grpc.py from core/hoist/api/**/*.proto (tests/api/test_generate.py catches drift).
+proto: setup
+	$(PY) -m hoist.api.generate
 
 clean:
 	rm -rf $(VENV) .deps.stamp build *.egg-info core/*.egg-info plugins/*/*.egg-info

@@ -7,4 +7,9 @@ modules are imported only when the configuration enables them.
 from __future__ import annotations
 
 BUILTINS: dict[str, str] = {
+    "hoist.metadata.v1.sqlite": "hoist.metadata.plugin",
+    "hoist.grpc.v1.version": "hoist.services.version",
+    "hoist.grpc.v1.introspection": "hoist.services.introspection",
+    "hoist.grpc.v1.namespaces": "hoist.services.namespaces",
+    "hoist.grpc.v1.content": "hoist.services.content",
 }

@@ -39,9 +39,14 @@ def wait_for(pred, timeout: float = 20.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+DAEMON_PLUGINS = ["hoist.content.v1.local", "hoist.metadata.v1.sqlite", "hoist.runtime.v1.builtin",
+                  "hoist.service.v1.execution", "hoist.grpc.v1.version", "hoist.grpc.v1.introspection",
+                  "hoist.grpc.v1.content", "hoist.grpc.v1.namespaces"]
+
+
 @pytest.fixture
 def daemon(tmp_path):
-    cfg = write_config(tmp_path)
+    cfg = write_config(tmp_path, enabled=DAEMON_PLUGINS)
     log = tmp_path / "hoistd.log"
     proc = start(cfg, log=log)
     sock = tmp_path / "hoistd.sock"
@@ -69,6 +74,25 @@ def test_hoistd_serves_then_stops_on_sigterm(daemon):
     assert "hoistd stopping" in text
 
 
+def test_plugins_over_the_socket_with_hoist_and_ctr(daemon):
+    proc, sock, _, _ = daemon
+    r = subprocess.run([BIN / "hoist", "--address", sock, "plugins", "ls"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines()[1:]]
+    assert ["hoist.content.v1", "local", "ok"] in rows
+    assert ["hoist.grpc.v1", "introspection", "ok"] in rows
+    assert len(rows) == len(DAEMON_PLUGINS)
+    c = subprocess.run(["ctr", "--address", sock, "plugins", "ls"], capture_output=True, text=True, timeout=60)
+    assert c.returncode == 0, c.stderr
+    ctr_rows = [line.split() for line in c.stdout.splitlines()[1:]]
+    assert ["hoist.runtime.v1", "builtin", "-", "ok"] in ctr_rows
+    v = subprocess.run(["ctr", "--address", sock, "version"], capture_output=True, text=True, timeout=60)
+    assert v.returncode == 0, v.stderr
+    from hoist.version import describe
+
+    assert f"Version:  {describe()}" in v.stdout.split("Server:")[1]
+
+
 def test_hoistd_stops_on_sigint_too(daemon):
     proc, sock, _, _ = daemon
     proc.send_signal(signal.SIGINT)
@@ -80,7 +104,7 @@ def test_second_daemon_on_same_socket_is_refused(daemon, tmp_path):
     _, sock, _, cfg = daemon
     r = subprocess.run([BIN / "hoistd", "--config", cfg], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1] == f"hoistd: {sock}: another daemon is already serving on this socket"
+    assert r.stderr.strip().splitlines()[-1] == f"hoistd: {sock}: another process is already serving on this socket"
     assert sock.exists()
 
 

@@ -1,0 +1,28 @@
+"""The metadata store: namespaces, images, content labels and leases (SQLite, WAL).
+
+The ``hoist.metadata.v1.sqlite`` builtin plugin (:mod:`hoist.metadata.plugin`) opens it under its root.
+"""
+
+from __future__ import annotations
+
+from hoist.metadata.store import (
+    DEFAULT_NAMESPACE,
+    ContentLabelStore,
+    ImageStore,
+    Lease,
+    LeaseResource,
+    LeaseStore,
+    SQLiteMetadataStore,
+    validate_namespace,
+)
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "ContentLabelStore",
+    "ImageStore",
+    "Lease",
+    "LeaseResource",
+    "LeaseStore",
+    "SQLiteMetadataStore",
+    "validate_namespace",
+]

@@ -1,0 +1,1 @@
+"""Core's gRPC services (``hoist.grpc.v1`` plugins): version, introspection, namespaces, content, ..."""
