@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import BinaryIO, Protocol, runtime_checkable
 
 import attrs
 
-from hoist.errors import InvalidArgumentError
+from hoist.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    OutOfRangeError,
+    UnavailableError,
+)
 
 _ALGORITHMS = {"sha256": 64, "sha512": 128}
 _HEX = re.compile(r"[0-9a-f]+")
@@ -298,3 +305,337 @@ def iter_reader(reader: BinaryIO, chunk: int = 1 << 20) -> Iterator[bytes]:
         if not b:
             return
         yield b
+
+
+# -- filters ------------------------------------------------------------------------------------
+
+
+def info_fields(info: Info) -> Callable[[tuple[str, ...]], tuple[str, bool]]:
+    """Filter adaptor for an :class:`Info`: ``digest``, ``size``, ``labels.<key>``."""
+    from hoist.filters import map_field
+
+    def field(path: tuple[str, ...]) -> tuple[str, bool]:
+        if not path:
+            return "", False
+        if path[0] == "digest" and len(path) == 1:
+            return str(info.digest), True
+        if path[0] == "size" and len(path) == 1:
+            return str(info.size), True
+        if path[0] == "labels":
+            return map_field(path[1:], dict(info.labels))
+        return "", False
+
+    return field
+
+
+def status_fields(status: Status) -> Callable[[tuple[str, ...]], tuple[str, bool]]:
+    """Filter adaptor for a :class:`Status`: ``ref``, ``expected``, ``total``."""
+
+    def field(path: tuple[str, ...]) -> tuple[str, bool]:
+        if path == ("ref",):
+            return status.ref, True
+        if path == ("expected",):
+            return (str(status.expected), True) if status.expected else ("", False)
+        if path == ("total",):
+            return str(status.total), True
+        return "", False
+
+    return field
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+CHUNK_SIZE = 1 << 20
+"""Bytes moved per read/write/hash call on blob data."""
+
+DEFAULT_MAX_READ = 16 << 20
+"""Default cap of :func:`read_blob`: more than any sane manifest, index or config."""
+
+Source = BinaryIO | Callable[[int], BinaryIO]
+"""What :func:`write_blob` copies from: a stream positioned at the blob's first byte, or an opener
+``open_at(offset)`` returning a stream of the blob from ``offset`` (e.g. an HTTP range request)."""
+
+
+def _seekable(reader: object) -> bool:
+    try:
+        return bool(reader.seekable())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _open_writer(ingester: Ingester, ref: str, total: int | None, expected: Digest | None, lock_timeout: float) -> Writer:
+    import time
+
+    deadline = time.monotonic() + lock_timeout
+    delay = 0.002
+    while True:
+        try:
+            return ingester.writer(ref, total=total, expected=expected)
+        except UnavailableError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+
+def _copy(writer: Writer, src: BinaryIO, offset: int, progress: Callable[[int], None] | None, size: int | None) -> int:
+    readinto = getattr(src, "readinto", None)
+    if readinto is None:
+        return _copy_simple(writer, src, offset, progress)
+    if size is not None and size - offset < _PREFETCH_MIN:
+        buf = bytearray(CHUNK_SIZE)
+        view = memoryview(buf)
+        while n := readinto(view):
+            writer.write(view[:n])
+            offset += n
+            if progress is not None:
+                progress(offset)
+        return offset
+    return _copy_prefetch(writer, readinto, offset, progress)
+
+
+def _copy_simple(writer: Writer, src: BinaryIO, offset: int, progress: Callable[[int], None] | None) -> int:
+    while b := src.read(CHUNK_SIZE):
+        writer.write(b)
+        offset += len(b)
+        if progress is not None:
+            progress(offset)
+    return offset
+
+
+_PREFETCH_MIN = 4 * CHUNK_SIZE
+_PREFETCH_BUFFERS = 4
+
+
+def _copy_prefetch(
+    writer: Writer, readinto: Callable[[memoryview], int | None], offset: int, progress: Callable[[int], None] | None
+) -> int:
+    """Read ahead in a thread while this one writes and hashes: source I/O overlaps the hashing."""
+    import queue
+    import threading
+
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _ in range(_PREFETCH_BUFFERS):
+        free.put(bytearray(CHUNK_SIZE))
+    filled: queue.Queue[tuple[bytearray, int] | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            while True:
+                buf = free.get()
+                if stop.is_set():
+                    return
+                n = readinto(memoryview(buf))
+                if not n:
+                    filled.put(None)
+                    return
+                filled.put((buf, n))
+        except BaseException as e:  # noqa: BLE001 - handed to the writing thread, which raises it
+            filled.put(e)
+
+    t = threading.Thread(target=read, name="hoist-write-blob-read", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = filled.get()
+            if item is None:
+                return offset
+            if isinstance(item, BaseException):
+                raise item
+            buf, n = item
+            writer.write(memoryview(buf)[:n])
+            free.put(buf)
+            offset += n
+            if progress is not None:
+                progress(offset)
+    finally:
+        stop.set()
+        free.put(bytearray(0))
+        t.join()
+
+
+def write_blob(
+    ingester: Ingester,
+    ref: str,
+    reader: Source,
+    size: int | None,
+    expected: Digest | str | None,
+    labels: Mapping[str, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    *,
+    lock_timeout: float = 60.0,
+) -> None:
+    """Copy ``reader`` into the store under ingest ``ref`` and commit it, verifying ``size`` and ``expected``.
+
+    A blob that is already committed is success (the source is not read). An ingest left by an earlier
+    attempt is resumed: the source is seeked to the ingest's offset (or re-opened there when
+    ``reader`` is an opener); a source that can do neither is copied again from the start. If a resumed
+    ingest then fails verification and the source can restart, it is rewritten once from scratch.
+    While another writer holds ``ref``, waits up to ``lock_timeout`` seconds for it.
+
+    :param size: expected size, or ``None`` when unknown.
+    :param expected: expected digest, or ``None`` when unknown.
+    :param progress: called with the ingest's offset after each chunk.
+    :raises FailedPreconditionError: the data does not match ``size``/``expected``, or the source ended early.
+    :raises OutOfRangeError: the source is longer than ``size``.
+    :raises UnavailableError: ``ref`` stayed locked for ``lock_timeout``.
+    """
+    want = Digest.parse(expected) if expected is not None else None
+    if size is not None and (not isinstance(size, int) or size < 0):
+        raise InvalidArgumentError(f"ref {ref!r}: invalid size {size!r}")
+    restartable = callable(reader) or _seekable(reader)
+    base = reader.tell() if not callable(reader) and _seekable(reader) else 0
+    fresh = False
+    while True:
+        try:
+            w = _open_writer(ingester, ref, size or None, want, lock_timeout)
+        except AlreadyExistsError:
+            return
+        try:
+            offset = w.status().offset
+            if fresh and offset:
+                w.truncate(0)
+                offset = 0
+            if size is not None and offset > size:
+                w.truncate(0)
+                offset = 0
+            if callable(reader):
+                src = reader(offset)
+            elif restartable:
+                reader.seek(base + offset)
+                src = reader
+            else:
+                if offset:
+                    w.truncate(0)
+                    offset = 0
+                src = reader
+            resumed = offset > 0
+            if progress is not None:
+                progress(offset)
+            try:
+                offset = _copy(w, src, offset, progress, size)
+            finally:
+                if callable(reader):
+                    close = getattr(src, "close", None)
+                    if close is not None:
+                        close()
+            if size is not None and offset < size:
+                raise FailedPreconditionError(
+                    f"ref {ref!r}: unexpected end of data: expected {size} bytes, got {offset}"
+                )
+            try:
+                w.commit(size or 0, want, labels)
+            except AlreadyExistsError:
+                return
+            except FailedPreconditionError:
+                if resumed and restartable and not fresh:
+                    fresh = True
+                    continue
+                raise
+            return
+        finally:
+            w.close()
+
+
+def read_blob(provider: Provider, desc: Descriptor, max_size: int = DEFAULT_MAX_READ) -> bytes:
+    """The whole blob ``desc`` as bytes, refusing blobs larger than ``max_size``.
+
+    :raises OutOfRangeError: the blob (or the descriptor's size) exceeds ``max_size``.
+    :raises FailedPreconditionError: the stored blob's size disagrees with a non-zero ``desc.size``.
+    :raises NotFoundError: the blob is not in the store.
+    """
+    if desc.size > max_size:
+        raise OutOfRangeError(f"content {desc.digest}: size {desc.size} exceeds the limit of {max_size} bytes")
+    ra = provider.reader_at(desc)
+    try:
+        size = ra.size
+        if size > max_size:
+            raise OutOfRangeError(f"content {desc.digest}: size {size} exceeds the limit of {max_size} bytes")
+        if desc.size and size != desc.size:
+            raise FailedPreconditionError(
+                f"content {desc.digest}: size mismatch: descriptor says {desc.size}, store has {size}"
+            )
+        parts: list[bytes] = []
+        offset = 0
+        while offset < size:
+            b = ra.read_at(offset, min(size - offset, 8 << 20))
+            if not b:
+                raise FailedPreconditionError(f"content {desc.digest}: short read at {offset} of {size} bytes")
+            parts.append(b)
+            offset += len(b)
+        return b"".join(parts)
+    finally:
+        ra.close()
+
+
+class ReaderAtFile(io.RawIOBase):
+    """A read-only, seekable file object over any :class:`ReaderAt` (feeds decompressors, tarfile, ...).
+
+    Closing it closes the underlying reader.
+    """
+
+    def __init__(self, ra: ReaderAt) -> None:
+        super().__init__()
+        self._ra = ra
+        self._pos = 0
+
+    @property
+    def size(self) -> int:
+        return self._ra.size
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        return self._ra.read_at(offset, n)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._ra.size + offset
+        else:
+            raise InvalidArgumentError(f"invalid whence {whence}")
+        if pos < 0:
+            raise InvalidArgumentError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def read(self, n: int = -1) -> bytes:
+        remaining = self._ra.size - self._pos
+        if remaining <= 0:
+            return b""
+        if n is None or n < 0 or n > remaining:
+            n = remaining
+        b = self._ra.read_at(self._pos, n)
+        self._pos += len(b)
+        return b
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
+        b = self.read(len(buf))
+        buf[: len(b)] = b
+        return len(b)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._ra.close()
+        super().close()
+
+
+def as_file(ra: ReaderAt) -> BinaryIO:
+    """``ra`` itself when it already is a seekable file object, else a :class:`ReaderAtFile` over it."""
+    if all(hasattr(ra, a) for a in ("read", "seek", "tell", "readinto")):
+        return ra  # type: ignore[return-value]
+    return ReaderAtFile(ra)  # type: ignore[return-value]

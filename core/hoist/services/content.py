@@ -17,7 +17,7 @@ from google.protobuf import empty_pb2
 from hoist.api import convert
 from hoist.api.containerd.services.content.v1 import content_pb2, content_pb2_grpc
 from hoist.api.errors import translate_errors
-from hoist.api.server import namespace_of
+from hoist.api.server import lease_of, namespace_of
 from hoist.content import Descriptor, Digest, Info, Store
 from hoist.errors import (
     AlreadyExistsError,
@@ -27,6 +27,7 @@ from hoist.errors import (
     OutOfRangeError,
 )
 from hoist.plugin import InitContext, Registration, hookimpl
+from hoist.services.support import Plugins, add_lease_resource
 
 log = logging.getLogger("hoist.grpc.v1.content")
 
@@ -46,8 +47,9 @@ def _digest(value: str, what: str = "digest") -> Digest:
 class ContentService(content_pb2_grpc.ContentServicer):
     """containerd.services.content.v1.Content backed by a :class:`~hoist.content.Store`."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, plugins: Plugins | None = None) -> None:
         self._store = store
+        self._plugins = plugins
 
     def register(self, server: grpc.Server) -> None:
         content_pb2_grpc.add_ContentServicer_to_server(self, server)
@@ -125,15 +127,32 @@ class ContentService(content_pb2_grpc.ContentServicer):
         self, request_iterator: Iterator[content_pb2.WriteContentRequest], context: grpc.ServicerContext
     ) -> Iterator[content_pb2.WriteContentResponse]:
         store = self._store_for(context)
+        ns, lease = namespace_of(context), lease_of(context)
+        metadata = self._plugins.optional("hoist.metadata.v1") if lease and self._plugins is not None else None
         req = next(request_iterator, None)
         if req is None:
             return
         if not req.ref:
             raise InvalidArgumentError("first message must have a reference")
-        session = _WriteSession(store, req.ref, req.total, Digest.parse(req.expected) if req.expected else None)
+        add_lease_resource(metadata, ns, lease, "ingests", req.ref)
+        expected = Digest.parse(req.expected) if req.expected else None
+        try:
+            session = _WriteSession(store, req.ref, req.total, expected)
+        except AlreadyExistsError:
+            if expected is not None:  # the lease holds the blob the caller wanted, as containerd does
+                add_lease_resource(metadata, ns, lease, "content", str(expected))
+            raise
         try:
             while req is not None:
-                yield session.handle(req)
+                try:
+                    resp = session.handle(req)
+                except AlreadyExistsError:
+                    if session.expected is not None:
+                        add_lease_resource(metadata, ns, lease, "content", str(session.expected))
+                    raise
+                if req.action == content_pb2.COMMIT:
+                    add_lease_resource(metadata, ns, lease, "content", resp.digest)
+                yield resp
                 if req.action == content_pb2.COMMIT:
                     return
                 req = next(request_iterator, None)
@@ -197,7 +216,7 @@ class _WriteSession:
 
 
 def _init(ic: InitContext) -> ContentService:
-    return ContentService(ic.get("hoist.content.v1"))
+    return ContentService(ic.get("hoist.content.v1"), Plugins(ic))
 
 
 @hookimpl

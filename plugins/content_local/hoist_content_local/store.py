@@ -1,0 +1,832 @@
+"""LocalContentStore: committed blobs and resumable ingests in plain files under one root directory.
+
+Layout under ``root``::
+
+    blobs/<alg>/<hex>          committed blobs, read-only; only ever appear by an atomic link of verified data
+    labels/<alg>/<hex>.json    labels and update time of a blob (absent when it has none)
+    ingest/<sha256(ref)>/      one ingest: ref, data, total, expected, startedat, updatedat
+    locks/<sha256(ref)>        flock(2) lock files held by the ref's writer
+
+A ref is hashed into its directory name, never used as a path.  One writer per ref across threads
+(an in-process table) and processes (``flock``); a dead process's lock dies with it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import datetime as dt
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import stat
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from hoist.content import Digest, Info, Status, WalkFunc, info_fields, status_fields
+from hoist.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+    UnavailableError,
+    UnsupportedError,
+)
+from hoist.filters import parse as parse_filters
+
+log = logging.getLogger("hoist.content.v1.local")
+
+_ALGORITHMS = ("sha256", "sha512")
+_REHASH_CHUNK = 4 << 20
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range():  # type: ignore[no-untyped-def]
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+
+# In-process half of the ref lock: lock-file path -> time taken.  flock(2) alone would do across
+# open file descriptions, but the table gives a clear message and survives fork() sharing fds.
+_held: dict[str, dt.datetime] = {}
+_held_mu = threading.Lock()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _ref_key(ref: str) -> str:
+    if not isinstance(ref, str) or ref == "":
+        raise InvalidArgumentError(f"invalid ingest ref {ref!r}: must be a non-empty string")
+    try:
+        raw = ref.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidArgumentError(f"invalid ingest ref {ref[:80]!r}: not valid UTF-8") from e
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _show(ref: str) -> str:
+    return repr(ref if len(ref) <= 120 else ref[:117] + "...")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _replace_or_remove(path: Path, text: str) -> None:
+    if text:
+        _write_atomic(path, text.encode())
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _parse_time(text: str) -> dt.datetime:
+    t = dt.datetime.fromisoformat(text.strip())
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def _mtime(st: os.stat_result) -> dt.datetime:
+    return dt.datetime.fromtimestamp(st.st_mtime_ns / 1e9, dt.timezone.utc)
+
+
+class _RefLock:
+    """An exclusive lock on one ingest ref: in-process table entry plus flock on ``locks/<key>``."""
+
+    def __init__(self, path: Path, ref: str) -> None:
+        self.path = path
+        self.ref = ref
+        self.fd = -1
+
+    def acquire(self) -> None:
+        key = str(self.path)
+        with _held_mu:
+            since = _held.get(key)
+            if since is not None:
+                raise UnavailableError(f"ref {_show(self.ref)} locked: in use since {since.isoformat()}")
+            _held[key] = _now()
+        try:
+            self._flock()
+        except BaseException:
+            with _held_mu:
+                _held.pop(key, None)
+            raise
+
+    def _flock(self) -> None:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UnavailableError(f"ref {_show(self.ref)} locked by another process") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # The holder unlinks the file before unlocking; a lock taken on an unlinked inode is stale.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return
+            os.close(fd)
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        try:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+        finally:
+            self.fd = -1
+            with _held_mu:
+                _held.pop(str(self.path), None)
+
+
+class BlobReader(io.RawIOBase):
+    """Random-access reader of one committed blob; also a seekable read-only file object."""
+
+    def __init__(self, fd: int, size: int, digest: Digest) -> None:
+        super().__init__()
+        self._fd = fd
+        self._size = size
+        self._pos = 0
+        self.digest = digest
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def fileno(self) -> int:
+        self._check()
+        return self._fd
+
+    def _check(self) -> None:
+        if self.closed:
+            raise ValueError(f"content {self.digest}: reader is closed")
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes from ``offset``; ``b""`` at the end.
+
+        :raises OutOfRangeError: ``offset`` is past the end of the blob.
+        """
+        self._check()
+        if offset < 0 or n < 0:
+            raise InvalidArgumentError(f"content {self.digest}: invalid read at {offset} of {n} bytes")
+        if offset > self._size:
+            raise OutOfRangeError(f"content {self.digest}: read at {offset} past the end ({self._size} bytes)")
+        n = min(n, self._size - offset)
+        if n == 0:
+            return b""
+        out = os.pread(self._fd, n, offset)
+        if len(out) < n:
+            parts = [out]
+            got = len(out)
+            while got < n:
+                b = os.pread(self._fd, n - got, offset + got)
+                if not b:
+                    break
+                parts.append(b)
+                got += len(b)
+            out = b"".join(parts)
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check()
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}.get(whence)
+        if base is None:
+            raise InvalidArgumentError(f"invalid whence {whence}")
+        if base + offset < 0:
+            raise InvalidArgumentError(f"content {self.digest}: negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        self._check()
+        remaining = self._size - self._pos
+        if remaining <= 0:
+            return b""
+        if n is None or n < 0 or n > remaining:
+            n = remaining
+        b = self.read_at(self._pos, n)
+        self._pos += len(b)
+        return b
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
+        self._check()
+        view = memoryview(buf).cast("B")
+        n = min(len(view), max(0, self._size - self._pos))
+        if n == 0:
+            return 0
+        got = os.preadv(self._fd, [view[:n]], self._pos)
+        self._pos += got
+        return got
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+class LocalWriter:
+    """An open, exclusively locked ingest of a :class:`LocalContentStore`."""
+
+    def __init__(
+        self,
+        store: LocalContentStore,
+        lock: _RefLock,
+        path: Path,
+        fd: int,
+        hasher: hashlib._Hash,
+        offset: int,
+        total: int,
+        expected: Digest | None,
+        started_at: dt.datetime,
+        updated_at: dt.datetime,
+    ) -> None:
+        self._store = store
+        self._lock = lock
+        self._path = path
+        self._fd = fd
+        self._hasher = hasher
+        self._offset = offset
+        self._total = total
+        self._expected = expected
+        self._started_at = started_at
+        self._updated_at = updated_at
+        self._flushed = offset  # bytes handed to the kernel for write-back
+        self.ref = lock.ref
+
+    def __enter__(self) -> LocalWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - interpreter shutdown; nothing to report to
+                pass
+
+    def _check(self) -> None:
+        if self._fd < 0:
+            raise FailedPreconditionError(f"ingest {_show(self.ref)}: writer is closed")
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data``, hashing it on the way.
+
+        :raises OutOfRangeError: the write would go past the declared total; nothing is written.
+        """
+        self._check()
+        view = memoryview(data).cast("B")
+        n = len(view)
+        if self._total and self._offset + n > self._total:
+            raise OutOfRangeError(
+                f"ingest {_show(self.ref)}: write of {n} bytes at offset {self._offset} exceeds total {self._total}"
+            )
+        self._write_all(view)
+        self._hasher.update(view)
+        self._offset += n
+        self._updated_at = _now()
+        step = self._store.writeback_bytes
+        if step and _sync_file_range is not None and self._offset - self._flushed >= step:
+            # Start write-back now so the fsync at commit has little left to do.
+            _sync_file_range(self._fd, self._flushed, self._offset - self._flushed, _SYNC_FILE_RANGE_WRITE)
+            self._flushed = self._offset
+        return n
+
+    def _write_all(self, view: memoryview) -> None:
+        done = 0
+        while done < len(view):
+            done += os.write(self._fd, view[done:])
+
+    def digest(self) -> Digest:
+        return Digest(self._hasher.name, self._hasher.copy().hexdigest())
+
+    def status(self) -> Status:
+        return Status(
+            ref=self.ref,
+            offset=self._offset,
+            total=self._total,
+            expected=self._expected,
+            started_at=self._started_at,
+            updated_at=self._updated_at,
+        )
+
+    def truncate(self, size: int) -> None:
+        """Discard everything written; only ``size == 0`` is supported."""
+        self._check()
+        if size != 0:
+            raise UnsupportedError(f"ingest {_show(self.ref)}: truncate to {size}: only 0 is supported")
+        os.ftruncate(self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        self._hasher = hashlib.new(self._hasher.name)
+        self._offset = 0
+        self._flushed = 0
+        self._updated_at = _now()
+
+    def commit(self, size: int, expected: Digest | str | None, labels: Mapping[str, str] | None = None) -> None:
+        """Verify and publish the blob atomically; the ref is released whatever happens.
+
+        :param size: expected size; ``0`` or less skips the check (the declared total still applies).
+        :raises FailedPreconditionError: size, total or digest disagree with what was written.
+        :raises AlreadyExistsError: the blob is already committed (the ingest is removed).
+        """
+        self._check()
+        want = Digest.parse(expected) if expected is not None else None
+        fd, self._fd = self._fd, -1
+        try:
+            self._commit(fd, size, want, labels)
+        finally:
+            os.close(fd)
+            self._lock.release()
+
+    def _commit(self, fd: int, size: int, want: Digest | None, labels: Mapping[str, str] | None) -> None:
+        store = self._store
+        if store.fsync:
+            os.fdatasync(fd)
+        actual_size = os.fstat(fd).st_size
+        if actual_size != self._offset:
+            raise FailedPreconditionError(
+                f"ingest {_show(self.ref)}: data file changed underneath: {actual_size} bytes on disk, {self._offset} written"
+            )
+        if size > 0 and size != self._offset:
+            raise FailedPreconditionError(
+                f"ingest {_show(self.ref)}: size mismatch: expected {size}, got {self._offset}"
+            )
+        if self._total and self._total != self._offset:
+            raise FailedPreconditionError(
+                f"ingest {_show(self.ref)}: size mismatch: expected total {self._total}, got {self._offset}"
+            )
+        dgst = self.digest()
+        for w in (want, self._expected):
+            if w is None:
+                continue
+            got = dgst if w.algorithm == dgst.algorithm else store._rehash(fd, w.algorithm)
+            if got != w:
+                raise FailedPreconditionError(f"ingest {_show(self.ref)}: digest mismatch: expected {w}, got {got}")
+        if want is not None:
+            dgst = want
+        target = store._blob_path(dgst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = self._path / "data"
+        os.fchmod(fd, 0o444)
+        try:
+            os.link(data, target)
+        except FileExistsError:
+            shutil.rmtree(self._path, ignore_errors=True)
+            raise AlreadyExistsError(f"content {dgst}: already exists") from None
+        now = _now().timestamp()
+        os.utime(target, (now, now))
+        if store.fsync:
+            _fsync_dir(target.parent)
+        shutil.rmtree(self._path, ignore_errors=True)
+        if labels:
+            store._write_labels(dgst, dict(labels), _now())
+        else:
+            store._remove_labels(dgst)
+
+    def close(self) -> None:
+        """Release the ref, keeping the ingest for a later writer to resume."""
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
+        try:
+            _write_atomic(self._path / "updatedat", self._updated_at.isoformat().encode())
+        except OSError as e:
+            log.warning("ingest %s: could not record update time: %s", _show(self.ref), e)
+        finally:
+            os.close(fd)
+            self._lock.release()
+
+
+class LocalContentStore:
+    """A content store in plain files under ``root`` (see the module docstring for the layout).
+
+    :param fsync: flush blob data and directories to disk before a commit returns.
+    :param writeback_bytes: start kernel write-back of ingest data every this many bytes (0: never).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True, writeback_bytes: int = 8 << 20) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self.writeback_bytes = writeback_bytes
+        for d in ("blobs", "ingest", "locks", "labels"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        self._labels_mu = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LocalContentStore({str(self.root)!r})"
+
+    # -- paths ----------------------------------------------------------------------------------
+
+    def _blob_path(self, digest: Digest) -> Path:
+        return self.root / "blobs" / digest.algorithm / digest.hex
+
+    def _labels_path(self, digest: Digest) -> Path:
+        return self.root / "labels" / digest.algorithm / f"{digest.hex}.json"
+
+    def _ingest_path(self, ref: str) -> Path:
+        return self.root / "ingest" / _ref_key(ref)
+
+    # -- provider -------------------------------------------------------------------------------
+
+    def reader_at(self, desc) -> BlobReader:  # type: ignore[no-untyped-def]
+        """Open the committed blob ``desc.digest`` (a :class:`Descriptor`, or anything with ``.digest``).
+
+        :raises NotFoundError: no such blob.
+        """
+        dgst = Digest.parse(desc.digest if hasattr(desc, "digest") else desc)
+        try:
+            fd = os.open(self._blob_path(dgst), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFoundError(f"content {dgst}: not found") from None
+        return BlobReader(fd, os.fstat(fd).st_size, dgst)
+
+    # -- manager --------------------------------------------------------------------------------
+
+    def info(self, digest: Digest | str) -> Info:
+        """:raises NotFoundError: no such blob."""
+        dgst = Digest.parse(digest)
+        try:
+            st = os.stat(self._blob_path(dgst))
+        except FileNotFoundError:
+            raise NotFoundError(f"content {dgst}: not found") from None
+        return self._info(dgst, st)
+
+    def _info(self, dgst: Digest, st: os.stat_result) -> Info:
+        created = _mtime(st)
+        labels, updated = self._read_labels(dgst)
+        return Info(digest=dgst, size=st.st_size, created_at=created, updated_at=updated or created, labels=labels)
+
+    def _read_labels(self, dgst: Digest) -> tuple[dict[str, str], dt.datetime | None]:
+        try:
+            doc = json.loads(self._labels_path(dgst).read_bytes())
+            labels = doc.get("labels") or {}
+            if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+                raise ValueError("labels must map strings to strings")
+            return labels, _parse_time(doc["updated_at"]) if doc.get("updated_at") else None
+        except FileNotFoundError:
+            return {}, None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            log.warning("content %s: ignoring unreadable labels file: %s", dgst, e)
+            return {}, None
+
+    def _write_labels(self, dgst: Digest, labels: dict[str, str], updated: dt.datetime) -> None:
+        p = self._labels_path(dgst)
+        if not labels:
+            self._remove_labels(dgst)
+            return
+        p.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(p, json.dumps({"labels": labels, "updated_at": updated.isoformat()}, sort_keys=True).encode())
+
+    def _remove_labels(self, dgst: Digest) -> None:
+        try:
+            self._labels_path(dgst).unlink()
+        except FileNotFoundError:
+            pass
+
+    def update(self, info: Info, fieldpaths: tuple[str, ...] = ()) -> Info:
+        """Replace the labels of ``info.digest``: all of them, or only the ``labels.<key>`` paths given.
+
+        A listed key missing from ``info.labels`` (or with an empty value) is removed.
+
+        :raises NotFoundError: no such blob.
+        :raises InvalidArgumentError: a field path other than ``labels`` or ``labels.<key>``.
+        """
+        dgst = Digest.parse(info.digest)
+        paths = tuple(fieldpaths)
+        for p in paths:
+            if p != "labels" and not (p.startswith("labels.") and len(p) > len("labels.")):
+                raise InvalidArgumentError(f"content {dgst}: cannot update field {p!r} (only labels)")
+        with self._labels_mu, self._labels_file_lock():
+            st = self._stat_blob(dgst)
+            current, _ = self._read_labels(dgst)
+            if not paths or "labels" in paths:
+                labels = {k: v for k, v in info.labels.items() if v != ""}
+            else:
+                labels = dict(current)
+                for p in paths:
+                    key = p[len("labels.") :]
+                    value = info.labels.get(key, "")
+                    if value == "":
+                        labels.pop(key, None)
+                    else:
+                        labels[key] = value
+            now = _now()
+            if labels:
+                self._write_labels(dgst, labels, now)
+            else:
+                p = self._labels_path(dgst)
+                p.parent.mkdir(parents=True, exist_ok=True)
+                _write_atomic(p, json.dumps({"labels": {}, "updated_at": now.isoformat()}).encode())
+        return Info(digest=dgst, size=st.st_size, created_at=_mtime(st), updated_at=now, labels=labels)
+
+    def _stat_blob(self, dgst: Digest) -> os.stat_result:
+        try:
+            return os.stat(self._blob_path(dgst))
+        except FileNotFoundError:
+            raise NotFoundError(f"content {dgst}: not found") from None
+
+    def _labels_file_lock(self):  # type: ignore[no-untyped-def]
+        return _FileLock(self.root / "labels" / ".lock")
+
+    def walk(self, fn: WalkFunc, *filters: str) -> None:
+        """Call ``fn(info)`` for each committed blob matching any of ``filters``.
+
+        :raises InvalidArgumentError: a malformed filter.
+        """
+        flt = parse_filters(*filters)
+        for alg in _ALGORITHMS:
+            d = self.root / "blobs" / alg
+            try:
+                names = sorted(os.listdir(d))
+            except FileNotFoundError:
+                continue
+            for name in names:
+                try:
+                    dgst = Digest.parse(f"{alg}:{name}")
+                    st = os.stat(d / name)
+                except (InvalidArgumentError, FileNotFoundError):
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                info = self._info(dgst, st)
+                if flt.match(info_fields(info)):
+                    fn(info)
+
+    def delete(self, digest: Digest | str) -> None:
+        """Remove a committed blob and its labels.
+
+        :raises NotFoundError: no such blob.
+        """
+        dgst = Digest.parse(digest)
+        try:
+            os.unlink(self._blob_path(dgst))
+        except FileNotFoundError:
+            raise NotFoundError(f"content {dgst}: not found") from None
+        self._remove_labels(dgst)
+
+    # -- ingests --------------------------------------------------------------------------------
+
+    def writer(self, ref: str, total: int | None = None, expected: Digest | str | None = None) -> LocalWriter:
+        """Open ingest ``ref``, resuming it at its offset (the data already there is re-hashed).
+
+        ``total`` and ``expected`` are this writer's declarations: they replace the ingest's earlier ones
+        (declaring none keeps the data and drops them). A damaged ingest (missing data, wrong ref
+        file, data longer than its total) or one declared with a different total or digest is
+        discarded and started afresh.
+
+        :raises InvalidArgumentError: an empty ref, a negative total, a malformed digest.
+        :raises AlreadyExistsError: ``expected`` is already committed.
+        :raises UnavailableError: another writer holds ``ref``.
+        """
+        key = _ref_key(ref)
+        want = Digest.parse(expected) if expected is not None else None
+        if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
+            raise InvalidArgumentError(f"ingest {_show(ref)}: invalid total {total!r}")
+        total = total or 0
+        if want is not None and self._blob_path(want).exists():
+            raise AlreadyExistsError(f"content {want}: already exists")
+        lock = _RefLock(self.root / "locks" / key, ref)
+        lock.acquire()
+        try:
+            return self._open(lock, self.root / "ingest" / key, ref, total, want)
+        except BaseException:
+            lock.release()
+            raise
+
+    def _open(self, lock: _RefLock, path: Path, ref: str, total: int, want: Digest | None) -> LocalWriter:
+        resumed = self._resume(path, ref, total, want)
+        if resumed is not None:
+            return LocalWriter(self, lock, path, *resumed)
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        now = _now()
+        _write_atomic(path / "ref", ref.encode("utf-8"))
+        _write_atomic(path / "startedat", now.isoformat().encode())
+        _write_atomic(path / "updatedat", now.isoformat().encode())
+        if total:
+            _write_atomic(path / "total", str(total).encode())
+        if want is not None:
+            _write_atomic(path / "expected", str(want).encode())
+        # data last: an ingest directory without it is an unfinished creation and gets discarded
+        fd = os.open(path / "data", os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        hasher = hashlib.new(want.algorithm if want else "sha256")
+        return LocalWriter(self, lock, path, fd, hasher, 0, total, want, now, now)
+
+    def _resume(self, path: Path, ref: str, total: int, want: Digest | None):  # type: ignore[no-untyped-def]
+        if not path.is_dir():
+            return None
+        try:
+            if (path / "ref").read_bytes() != ref.encode("utf-8"):
+                raise ValueError("ref file names another ref")
+            stored_total = self._read_total(path)
+            stored_want = self._read_expected(path)
+            started = _parse_time((path / "startedat").read_text())
+            try:
+                updated = _parse_time((path / "updatedat").read_text())
+            except (FileNotFoundError, ValueError):
+                updated = started
+            if total and stored_total and total != stored_total:
+                raise ValueError(f"declared total {total} differs from the ingest's {stored_total}")
+            if want and stored_want and want != stored_want:
+                raise ValueError(f"expected digest {want} differs from the ingest's {stored_want}")
+            fd = os.open(path / "data", os.O_RDWR | os.O_CLOEXEC)
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            log.info("ingest %s: discarding damaged ingest: %s", _show(ref), e)
+            return None
+        try:
+            st = os.fstat(fd)
+            if st.st_nlink > 1:
+                raise ValueError("data is linked elsewhere (interrupted commit)")
+            if total and st.st_size > total:
+                raise ValueError(f"data ({st.st_size} bytes) is longer than its total {total}")
+            hasher = hashlib.new(want.algorithm if want else "sha256")
+            offset = _hash_fd(fd, hasher)
+            # the new writer's declarations replace the old ones (none declared: none kept)
+            if stored_total != total:
+                _replace_or_remove(path / "total", str(total) if total else "")
+            if stored_want != want:
+                _replace_or_remove(path / "expected", str(want) if want else "")
+            if st.st_mtime_ns > updated.timestamp() * 1e9:
+                updated = _mtime(st)
+            return fd, hasher, offset, total, want, started, updated
+        except (OSError, ValueError) as e:
+            os.close(fd)
+            log.info("ingest %s: discarding damaged ingest: %s", _show(ref), e)
+            try:
+                (path / "data").unlink()  # never truncate: it may share its inode with a blob
+            except FileNotFoundError:
+                pass
+            return None
+
+    @staticmethod
+    def _read_total(path: Path) -> int:
+        try:
+            text = (path / "total").read_text().strip()
+        except FileNotFoundError:
+            return 0
+        if not text.isdigit():
+            raise ValueError(f"total file holds {text[:40]!r}")
+        return int(text)
+
+    @staticmethod
+    def _read_expected(path: Path) -> Digest | None:
+        try:
+            text = (path / "expected").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return Digest.parse(text) if text else None
+
+    def _rehash(self, fd: int, algorithm: str) -> Digest:
+        h = hashlib.new(algorithm)
+        _hash_fd(fd, h, from_start=True)
+        return Digest(algorithm, h.hexdigest())
+
+    def status(self, ref: str) -> Status:
+        """The state of ingest ``ref`` (active or abandoned).
+
+        :raises NotFoundError: no such ingest.
+        """
+        st = self._status(self._ingest_path(ref))
+        if st is None or st.ref != ref:
+            raise NotFoundError(f"ingest {_show(ref)}: not found")
+        return st
+
+    def _status(self, path: Path) -> Status | None:
+        try:
+            ref = (path / "ref").read_bytes().decode("utf-8")
+            data = os.stat(path / "data")
+            started = _parse_time((path / "startedat").read_text())
+            try:
+                updated = _parse_time((path / "updatedat").read_text())
+            except (FileNotFoundError, ValueError):
+                updated = started
+            total = self._read_total(path)
+            expected = self._read_expected(path)
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        return Status(
+            ref=ref,
+            offset=data.st_size,
+            total=total,
+            expected=expected,
+            started_at=started,
+            updated_at=max(updated, _mtime(data)),
+        )
+
+    def list_statuses(self, *filters: str) -> list[Status]:
+        """Every ingest matching any of ``filters`` (fields ``ref``, ``expected``, ``total``), by ref.
+
+        :raises InvalidArgumentError: a malformed filter.
+        """
+        flt = parse_filters(*filters)
+        out = []
+        for name in os.listdir(self.root / "ingest"):
+            st = self._status(self.root / "ingest" / name)
+            if st is not None and flt.match(status_fields(st)):
+                out.append(st)
+        return sorted(out, key=lambda s: s.ref)
+
+    def abort(self, ref: str) -> None:
+        """Discard ingest ``ref``.
+
+        :raises NotFoundError: no such ingest.
+        :raises UnavailableError: a writer holds it.
+        """
+        key = _ref_key(ref)
+        lock = _RefLock(self.root / "locks" / key, ref)
+        lock.acquire()
+        try:
+            path = self.root / "ingest" / key
+            if not path.is_dir():
+                raise NotFoundError(f"ingest {_show(ref)}: not found")
+            shutil.rmtree(path)
+        finally:
+            lock.release()
+
+
+class _FileLock:
+    """Blocking flock on a file, for short read-modify-write sections shared with other processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> _FileLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+        self.fd = -1
+
+
+def _hash_fd(fd: int, hasher: hashlib._Hash, from_start: bool = False) -> int:
+    """Feed ``fd``'s content to ``hasher`` from its current position (or the start); returns bytes hashed."""
+    if from_start:
+        os.lseek(fd, 0, os.SEEK_SET)
+    buf = bytearray(_REHASH_CHUNK)
+    view = memoryview(buf)
+    n = 0
+    while True:
+        k = os.readv(fd, [view])
+        if k == 0:
+            return n
+        hasher.update(view[:k])
+        n += k
+
+
+__all__ = ["LocalContentStore", "LocalWriter", "BlobReader"]

@@ -1,0 +1,278 @@
+"""LocalContentStore: the conformance suite, plus what only a store on local files must guarantee."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from hoist.content import Descriptor, Digest, Info, write_blob
+from hoist.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnavailableError
+from hoist.testing.content import BAD_DIGESTS, ContentStoreSuite, make_content
+from hoist_content_local.store import LocalContentStore
+
+
+class TestLocalContentStoreConformance(ContentStoreSuite):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> LocalContentStore:
+        return LocalContentStore(tmp_path / "content")
+
+    @pytest.fixture
+    def store_opener(self, tmp_path: Path):  # type: ignore[no-untyped-def]
+        return functools.partial(LocalContentStore, tmp_path / "content")
+
+
+def _key(ref: str) -> str:
+    return hashlib.sha256(ref.encode()).hexdigest()
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "content"
+
+
+@pytest.fixture
+def store(root: Path) -> LocalContentStore:
+    return LocalContentStore(root)
+
+
+def test_layout_and_read_only_blobs(store: LocalContentStore, root: Path) -> None:
+    data, d = make_content(1000)
+    w = store.writer("layer-1", total=1000, expected=d)
+    w.write(data[:10])
+    ingest = root / "ingest" / _key("layer-1")
+    assert (ingest / "ref").read_text() == "layer-1"
+    assert (ingest / "total").read_text() == "1000"
+    assert (ingest / "expected").read_text() == str(d)
+    assert (ingest / "startedat").is_file() and (ingest / "updatedat").is_file()
+    assert (root / "locks" / _key("layer-1")).is_file()
+    w.write(data[10:])
+    w.commit(1000, d, {"a": "b"})
+    blob = root / "blobs" / "sha256" / d.hex
+    assert blob.read_bytes() == data
+    assert stat.S_IMODE(blob.stat().st_mode) == 0o444
+    assert not ingest.exists()
+    assert not (root / "locks" / _key("layer-1")).exists(), "lock files do not pile up"
+    assert json.loads((root / "labels" / "sha256" / f"{d.hex}.json").read_text())["labels"] == {"a": "b"}
+
+
+def test_labels_persist_across_instances(root: Path) -> None:
+    data, d = make_content(100)
+    write_blob(LocalContentStore(root), "x", io.BytesIO(data), 100, d, labels={"k": "v"})
+    LocalContentStore(root).update(Info(digest=d, size=100, labels={"k2": "v2"}), ("labels.k2",))
+    assert dict(LocalContentStore(root).info(d).labels) == {"k": "v", "k2": "v2"}
+
+
+def test_sha512_blob(store: LocalContentStore, root: Path) -> None:
+    data = b"sha512 content"
+    d = Digest("sha512", hashlib.sha512(data).hexdigest())
+    write_blob(store, "s512", io.BytesIO(data), len(data), d)
+    assert (root / "blobs" / "sha512" / d.hex).read_bytes() == data
+    seen: list[Info] = []
+    store.walk(seen.append)
+    assert [i.digest for i in seen] == [d]
+    # committing sha256-hashed data under a sha512 expectation re-hashes with the right algorithm
+    other = b"other"
+    d2 = Digest("sha512", hashlib.sha512(other).hexdigest())
+    w = store.writer("s512-late")
+    w.write(other)
+    w.commit(len(other), d2)
+    assert store.info(d2).size == len(other)
+
+
+@pytest.mark.parametrize("bad", BAD_DIGESTS)
+def test_bad_digest_touches_nothing(tmp_path: Path, bad: str) -> None:
+    root = tmp_path / "c"
+    store = LocalContentStore(root)
+    before = _files(root)
+    for call in (
+        lambda: store.info(bad),
+        lambda: store.delete(bad),
+        lambda: store.writer("r", expected=bad),
+        lambda: store.reader_at(Descriptor(media_type="x", digest=bad, size=1)),
+        lambda: write_blob(store, "r", io.BytesIO(b"x"), 1, bad),
+    ):
+        with pytest.raises(InvalidArgumentError, match="invalid digest"):
+            call()
+    assert _files(root) == before
+    assert not any(tmp_path.parent.glob("x")), "nothing escaped the root"
+
+
+def test_refs_are_hashed_never_paths(tmp_path: Path) -> None:
+    root = tmp_path / "deep" / "c"
+    store = LocalContentStore(root)
+    refs = ["../../../escape", "a/b", "nul\0x", "y" * 4096, "..", "/"]
+    for ref in refs:
+        w = store.writer(ref)
+        w.write(b"data")
+        w.close()
+    assert sorted(os.listdir(root / "ingest")) == sorted(_key(r) for r in refs)
+    assert sorted(os.listdir(tmp_path)) == ["deep"]
+    assert sorted(os.listdir(tmp_path / "deep")) == ["c"]
+    assert {s.ref for s in store.list_statuses()} == set(refs)
+
+
+def _ingest(root: Path, ref: str) -> Path:
+    return root / "ingest" / _key(ref)
+
+
+def _half_write(store: LocalContentStore, ref: str, data: bytes, n: int, total: int | None = None) -> None:
+    w = store.writer(ref, total=total)
+    w.write(data[:n])
+    w.close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["missing-data", "ref-mismatch", "longer-than-total", "garbage-total", "missing-ref", "missing-startedat", "empty-dir", "garbage-expected"],
+)
+def test_damaged_ingest_is_discarded(store: LocalContentStore, root: Path, damage: str) -> None:
+    data, d = make_content(5000)
+    _half_write(store, "dmg", data, 2000, total=5000)
+    p = _ingest(root, "dmg")
+    if damage == "missing-data":
+        (p / "data").unlink()
+    elif damage == "ref-mismatch":
+        (p / "ref").write_text("some other ref")
+    elif damage == "longer-than-total":
+        (p / "data").write_bytes(b"z" * 6000)
+    elif damage == "garbage-total":
+        (p / "total").write_text("12ab")
+    elif damage == "missing-ref":
+        (p / "ref").unlink()
+    elif damage == "missing-startedat":
+        (p / "startedat").unlink()
+    elif damage == "empty-dir":
+        for f in p.iterdir():
+            f.unlink()
+    elif damage == "garbage-expected":
+        (p / "expected").write_text("sha256:nope")
+    w = store.writer("dmg", total=5000, expected=d)
+    assert w.status().offset == 0, "a damaged ingest starts afresh"
+    w.write(data)
+    w.commit(5000, d)
+    assert (root / "blobs" / "sha256" / d.hex).read_bytes() == data
+
+
+def test_changed_declaration_restarts_ingest(store: LocalContentStore) -> None:
+    data, d = make_content(5000)
+    _half_write(store, "decl", data, 1000, total=5000)
+    w = store.writer("decl", total=4000)
+    assert w.status().offset == 0 and w.status().total == 4000
+    w.close()
+    _, other = make_content(10)
+    w = store.writer("decl", expected=other)
+    w.write(b"abc")
+    w.close()
+    w = store.writer("decl", expected=d)
+    assert w.status().offset == 0 and w.status().expected == d
+    w.close()
+
+
+def test_reopen_without_declarations_keeps_data_drops_them(store: LocalContentStore) -> None:
+    data, d = make_content(5000)
+    _half_write(store, "undeclared", data, 1000)
+    w = store.writer("undeclared", total=5000, expected=d)
+    assert (w.status().offset, w.status().total, w.status().expected) == (1000, 5000, d)
+    w.close()
+    w = store.writer("undeclared")
+    assert (w.status().offset, w.status().total, w.status().expected) == (1000, 0, None)
+    w.write(b"anything")  # no longer bound to the earlier declarations
+    w.commit(0, None)
+
+
+def test_interrupted_commit_leaves_blob_intact(store: LocalContentStore, root: Path) -> None:
+    """A crash between linking the blob and removing the ingest leaves both; the blob must survive."""
+    data, d = make_content(3000)
+    write_blob(store, "done", io.BytesIO(data), 3000, d)
+    p = _ingest(root, "done")
+    p.mkdir()
+    (p / "ref").write_text("done")
+    (p / "startedat").write_text("2024-01-01T00:00:00+00:00")
+    os.link(root / "blobs" / "sha256" / d.hex, p / "data")
+    w = store.writer("done")
+    assert w.status().offset == 0
+    w.write(b"new content")
+    w.commit(0, None)
+    assert (root / "blobs" / "sha256" / d.hex).read_bytes() == data
+
+
+def test_stray_files_in_blobs_are_not_listed(store: LocalContentStore, root: Path) -> None:
+    data, d = make_content(10)
+    write_blob(store, "x", io.BytesIO(data), 10, d)
+    (root / "blobs" / "sha256" / "not-a-digest").write_bytes(b"junk")
+    (root / "blobs" / "md5").mkdir()
+    (root / "blobs" / "md5" / ("a" * 32)).write_bytes(b"junk")
+    seen: list[Info] = []
+    store.walk(seen.append)
+    assert [i.digest for i in seen] == [d]
+
+
+def test_lock_is_per_root(tmp_path: Path) -> None:
+    a = LocalContentStore(tmp_path / "a")
+    b = LocalContentStore(tmp_path / "b")
+    wa = a.writer("same")
+    wb = b.writer("same")
+    wa.close()
+    wb.close()
+
+
+def test_two_instances_same_root_share_the_lock(root: Path) -> None:
+    w = LocalContentStore(root).writer("shared")
+    with pytest.raises(UnavailableError, match="locked"):
+        LocalContentStore(root).writer("shared")
+    w.close()
+
+
+def test_already_exists_removes_ingest(store: LocalContentStore, root: Path) -> None:
+    data, d = make_content(100)
+    write_blob(store, "one", io.BytesIO(data), 100, d)
+    w = store.writer("two")
+    w.write(data)
+    with pytest.raises(AlreadyExistsError):
+        w.commit(100, None)
+    assert not _ingest(root, "two").exists()
+
+
+def test_abort_missing_and_status_missing(store: LocalContentStore) -> None:
+    with pytest.raises(NotFoundError, match="'nope'"):
+        store.abort("nope")
+    with pytest.raises(NotFoundError, match="'nope'"):
+        store.status("nope")
+
+
+def test_writeback_disabled_and_no_fsync(tmp_path: Path) -> None:
+    store = LocalContentStore(tmp_path / "c", fsync=False, writeback_bytes=0)
+    data, d = make_content(3 << 20)
+    write_blob(store, "fast", io.BytesIO(data), len(data), d)
+    assert (tmp_path / "c" / "blobs" / "sha256" / d.hex).read_bytes() == data
+
+
+def test_plugin_registration(tmp_path: Path) -> None:
+    from hoist.plugin import InitContext
+    from hoist_content_local import plugin
+
+    regs = []
+    plugin.hoist_register_plugins(regs.append)
+    (reg,) = regs
+    assert reg.uri == "hoist.content.v1.local"
+    assert reg.requires == ()
+    cfg = reg.config(fsync=False, writeback_mib=0)
+    ic = InitContext(registration=reg, config=cfg, root=tmp_path / "r", state=tmp_path / "s", lookup=lambda t: [])
+    store = reg.init(ic)
+    assert isinstance(store, LocalContentStore) and store.root == tmp_path / "r"
+    assert (store.fsync, store.writeback_bytes) == (False, 0)
+    default = reg.init(InitContext(registration=reg, config=None, root=tmp_path / "r2", state=tmp_path / "s", lookup=lambda t: []))
+    assert (default.fsync, default.writeback_bytes) == (True, 8 << 20)
+    with pytest.raises(ValueError, match="writeback_mib"):
+        reg.config(writeback_mib=-1)
