@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import attrs
-
 from hoist.plugin import InitContext, Registration, hookimpl
-from hoist_runtime_builtin.runtime import BuiltinRuntime, check_host
+from hoist_runtime_builtin.runtime import BuiltinRuntime, BuiltinRuntimeConfig, check_host
 
-
-@attrs.frozen(kw_only=True)
-class BuiltinRuntimeConfig:
-    """``[plugins."hoist.runtime.v1.builtin"]``."""
-
-    #: Seconds a killed task gets between SIGTERM and SIGKILL on delete.
-    kill_timeout: float = 10.0
+__all__ = ["BuiltinRuntimeConfig", "hoist_register_plugins"]
 
 
 def _init(ic: InitContext) -> BuiltinRuntime:

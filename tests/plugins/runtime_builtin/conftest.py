@@ -1,0 +1,94 @@
+"""Fixtures for the builtin runtime: a busybox root filesystem, a runtime on temp dirs, a run helper."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from hoist.oci_spec import ImageConfig, SpecOptions, generate_spec
+from hoist.runtime import IO, Bundle, Exit
+from hoist_runtime_builtin.runtime import BuiltinRuntime, BuiltinRuntimeConfig
+
+BUSYBOX = Path("/bin/busybox")
+PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+GROUP = "root:x:0:\nwheel:x:10:root\napp:x:1000:\nextra:x:2000:app,nobody\nnogroup:x:65534:\n"
+
+
+def make_rootfs(root: Path) -> Path:
+    """A root filesystem with Debian's static busybox, every applet, and a non-root user ``app``."""
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for name in applets:
+        if name != "busybox":
+            os.symlink("busybox", root / "bin" / name)
+    for d in ("proc", "sys", "dev", "etc", "root", "srv/data", "home/app"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "tmp").mkdir(mode=0o1777)
+    os.chmod(root / "tmp", 0o1777)
+    os.chown(root / "home" / "app", 1000, 1000)
+    (root / "etc" / "passwd").write_text(PASSWD)
+    (root / "etc" / "group").write_text(GROUP)
+    (root / "srv" / "data" / "greeting.txt").write_text("hi from the image\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The busybox root filesystem, shared by the session (tests must not write to it)."""
+    return make_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+
+
+@pytest.fixture(name="make_rootfs")
+def make_rootfs_fixture():
+    """``make_rootfs(dir) -> dir``: a private busybox root filesystem a test may change."""
+    return make_rootfs
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[BuiltinRuntime]:
+    """A builtin runtime on fresh dirs; every task left over is deleted afterwards."""
+    rt = BuiltinRuntime(root=tmp_path / "root", state=tmp_path / "state", config=BuiltinRuntimeConfig(kill_timeout=0.5))
+    yield rt
+    for task in rt.tasks():
+        task.delete()
+
+
+@attrs.frozen
+class Ran:
+    exit: Exit
+    output: str
+
+
+@pytest.fixture
+def run(runtime: BuiltinRuntime, rootfs: Path, tmp_path: Path):
+    """``run(args, image=ImageConfig(), **spec_options) -> Ran(exit, output)``: create, start, wait, delete."""
+    counter = iter(range(1000))
+
+    def _run(args: list[str] | None, image: ImageConfig = ImageConfig(), *, stdin: str = "", **options) -> Ran:
+        n = next(counter)
+        out = tmp_path / f"out-{n}.txt"
+        spec = generate_spec(image, SpecOptions(args=args, **options), rootfs=rootfs)
+        task = runtime.create(f"run-{n}", Bundle(spec=spec, rootfs=rootfs), IO(stdin=stdin, stdout=str(out), stderr=str(out)))
+        task.start()
+        ex = task.wait(30)
+        task.delete()
+        return Ran(ex, out.read_text() if out.exists() else "")
+
+    return _run
+
+
+@pytest.fixture
+def make_spec(rootfs: Path):
+    """``make_spec(args, **spec_options) -> dict``: a spec for the busybox root filesystem."""
+
+    def _make(args: list[str], image: ImageConfig = ImageConfig(), **options) -> dict:
+        return generate_spec(image, SpecOptions(args=args, **options), rootfs=rootfs)
+
+    return _make
