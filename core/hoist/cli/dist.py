@@ -29,6 +29,8 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("hoist.cli.dist_remote", "fetch_object"),
     ("hoist.cli.dist_images", "fetch"),
     ("hoist.cli.dist_images", "images"),
+    ("hoist.cli.dist_push", "push"),
+    ("hoist.cli.dist_push", "push_object"),
 ]
 
 

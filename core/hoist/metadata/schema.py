@@ -48,6 +48,28 @@ MIGRATIONS: tuple[str, ...] = (
         FOREIGN KEY (namespace, lease) REFERENCES leases(namespace, id) ON DELETE CASCADE
     );
     """,
+    """
+    CREATE TABLE containers (
+        namespace    TEXT NOT NULL REFERENCES namespaces(name) ON DELETE RESTRICT,
+        id           TEXT NOT NULL,
+        image        TEXT NOT NULL DEFAULT '',
+        snapshotter  TEXT NOT NULL DEFAULT '',
+        snapshot_key TEXT NOT NULL DEFAULT '',
+        runtime      TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        pid          INTEGER NOT NULL DEFAULT 0,
+        exit_status  INTEGER,
+        exited_at    TEXT,
+        error        TEXT NOT NULL DEFAULT '',
+        labels       TEXT NOT NULL DEFAULT '{}',
+        spec         TEXT NOT NULL DEFAULT '{}',
+        io           TEXT NOT NULL DEFAULT '{}',
+        log_path     TEXT NOT NULL DEFAULT '',
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL,
+        PRIMARY KEY (namespace, id)
+    );
+    """,
 )
 
 #: The schema version this Hoist writes.

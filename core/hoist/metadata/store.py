@@ -1,4 +1,4 @@
-"""SQLite metadata store: namespaces, images, content labels and leases, in WAL mode.
+"""SQLite metadata store: namespaces, images, content labels, leases and containers, in WAL mode.
 
 One file (``meta.db``) under the plugin's root.  Writers take SQLite's write lock with a busy timeout, so a
 database locked by another process makes Hoist wait rather than fail; a file that is not a readable
@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -29,6 +29,9 @@ from hoist.errors import (
 )
 from hoist.images.image import Image
 from hoist.metadata.schema import MIGRATIONS, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from hoist.metadata.containers import ContainerStore
 
 DEFAULT_NAMESPACE = "default"
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
@@ -244,7 +247,7 @@ class SQLiteMetadataStore:
         with self._write() as c:
             if not c.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone():
                 raise NotFoundError(f"namespace {name}: not found")
-            for table in ("images", "content", "leases"):
+            for table in ("images", "content", "leases", "containers"):
                 if c.execute(f"SELECT 1 FROM {table} WHERE namespace = ? LIMIT 1", (name,)).fetchone():
                     raise FailedPreconditionError(f"namespace {name}: not empty: it still has {table}")
             c.execute("DELETE FROM namespaces WHERE name = ?", (name,))
@@ -262,6 +265,12 @@ class SQLiteMetadataStore:
     def leases(self, namespace: str = DEFAULT_NAMESPACE) -> LeaseStore:
         """The leases of ``namespace``."""
         return LeaseStore(self, validate_namespace(namespace))
+
+    def containers(self, namespace: str = DEFAULT_NAMESPACE) -> ContainerStore:
+        """The containers of ``namespace``."""
+        from hoist.metadata.containers import ContainerStore
+
+        return ContainerStore(self, validate_namespace(namespace))
 
 
 def _statements(script: str) -> list[str]:

@@ -1,0 +1,401 @@
+#!/usr/bin/env python3
+"""Pull benchmark: Hoist ``dist fetch`` against ``skopeo copy`` and ``ctr content fetch``, and the limits.
+
+Starts its own Docker Distribution registry on 127.0.0.1 (free port), pushes two images of random data —
+(a) ``big``: 4 layers × 256 MiB, (b) ``many``: 64 layers × 1 MiB — and then, in one run, alternates the
+tools round by round (fresh destination each time, ``sync`` before each timed command):
+
+* ``hoist``  — ``dist fetch`` into a fresh root (local content store with fsync, SQLite metadata);
+* ``skopeo`` — ``skopeo copy docker://… oci:…``;
+* ``ctr``    — ``ctr content fetch`` into a fresh private containerd (daemon start-up not timed);
+* limits on the same blobs: ``curl`` parallel GETs to /dev/null and to disk, hashlib sha256 over the
+  blob files (page cache), and ``dd`` of the same byte count with ``conv=fsync`` (durable-write limit).
+
+Reports medians (min–max), peak RSS of the client process tree, and the ratios Hoist/peer and
+Hoist/limit against the targets of the pull issue.  The machine is noisy: compare ratios within a run.
+
+usage: benchmarks/pull.py [--runs 3] [--images big,many] [--reduced] [--workdir DIR] [--json FILE]
+``--reduced`` makes ``big`` 4 × 64 MiB for a quick check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+# `dist`, with the metadata builtin registered even where hoist.builtins does not list it yet.
+DIST = [sys.executable, "-c", "import sys, hoist.builtins as b; b.BUILTINS.setdefault('hoist.metadata.v1.sqlite', "
+        "'hoist.metadata.plugin'); sys.argv[0] = 'dist'; from hoist.cli.dist import main; main()"]
+MiB = 1 << 20
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+TARGETS = {  # image -> {peer: max ratio hoist/peer}
+    "big": {"skopeo": 0.5, "ctr": 0.3},
+    "many": {"skopeo": 0.8, "ctr": 0.7},
+}
+RSS_TARGET_MIB = 150
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- registry ------------------------------------------------------------------------------------
+
+
+class Registry:
+    """docker-registry serving ``workdir/registry`` on a free loopback port; stopped by PID."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "registry"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Registry:
+        cfg = self.dir / "config.yml"
+        cfg.write_text(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {self.dir / 'data'}\n  delete:\n    enabled: true\n  maintenance:\n"
+            "    uploadpurging:\n      enabled: false\nhttp:\n"
+            f"  addr: {self.host}\n  secret: hoist-bench\n"
+        )
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=subprocess.DEVNULL,
+                                     stderr=open(self.dir / "registry.log", "ab"), start_new_session=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://{self.host}/v2/", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise SystemExit("registry did not start; see " + str(self.dir / "registry.log"))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def blob_file(self, digest: str) -> Path:
+        h = digest.split(":", 1)[1]
+        return self.dir / "data/docker/registry/v2/blobs/sha256" / h[:2] / h / "data"
+
+    def push_blob(self, client: httpx.Client, repo: str, path: Path, digest: str) -> None:
+        if client.head(f"/v2/{repo}/blobs/{digest}").status_code == 200:
+            return
+        r = client.post(f"/v2/{repo}/blobs/uploads/")
+        r.raise_for_status()
+        loc = r.headers["location"]
+        with open(path, "rb") as f:
+            sep = "&" if "?" in loc else "?"
+            r = client.put(f"{loc}{sep}digest={digest}", content=_chunks(f),
+                           headers={"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)})
+        r.raise_for_status()
+
+
+def _chunks(f: io.BufferedReader):
+    while True:
+        b = f.read(4 * MiB)
+        if not b:
+            return
+        yield b
+
+
+def build_and_push(reg: Registry, workdir: Path, name: str, layers: int, layer_mib: int) -> dict:
+    """Build (once, cached) and push an image of ``layers`` tar layers each holding ``layer_mib`` MiB of random data."""
+    src = workdir / "src" / f"{name}-{layers}x{layer_mib}"
+    src.mkdir(parents=True, exist_ok=True)
+    descs = []
+    for i in range(layers):
+        path = src / f"layer{i}.tar"
+        meta = src / f"layer{i}.json"
+        if not meta.exists():
+            with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+                ti = tarfile.TarInfo(f"data/{name}-{i}.bin")
+                ti.size = layer_mib * MiB
+                ti.mtime = 1700000000
+                tf.addfile(ti, io.BytesIO(os.urandom(ti.size)))
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while b := f.read(4 * MiB):
+                    h.update(b)
+            meta.write_text(json.dumps({"digest": "sha256:" + h.hexdigest(), "size": path.stat().st_size}))
+        descs.append({"mediaType": OCI_LAYER, **json.loads(meta.read_text())})
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [d["digest"] for d in descs]},
+                         "config": {}}).encode()
+    cfg_desc = {"mediaType": OCI_CONFIG, "digest": "sha256:" + hashlib.sha256(config).hexdigest(), "size": len(config)}
+    (src / "config.json").write_bytes(config)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": cfg_desc, "layers": descs}).encode()
+    repo = f"bench/{name}"
+    with httpx.Client(base_url=f"http://{reg.host}", timeout=120) as c:
+        reg.push_blob(c, repo, src / "config.json", cfg_desc["digest"])
+        for i, d in enumerate(descs):
+            reg.push_blob(c, repo, src / f"layer{i}.tar", d["digest"])
+        c.put(f"/v2/{repo}/manifests/1", content=manifest, headers={"Content-Type": OCI_MANIFEST}).raise_for_status()
+    blobs = [cfg_desc, *descs]
+    return {"ref": f"{reg.host}/{repo}:1", "repo": repo, "blobs": blobs, "bytes": sum(b["size"] for b in blobs),
+            "layers": descs}
+
+
+# -- private containerd --------------------------------------------------------------------------
+
+
+class Containerd:
+    """A private containerd (root, state, socket under ``workdir/containerd``); fresh for every run."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "containerd"
+        self.sock = self.dir / "containerd.sock"
+        self.proc: subprocess.Popen | None = None
+
+    def fresh(self) -> None:
+        self.stop()
+        for d in ("root", "state"):
+            shutil.rmtree(self.dir / d, ignore_errors=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        conf = self.dir / "config.toml"
+        conf.write_text(f"""version = 2
+root = "{self.dir / 'root'}"
+state = "{self.dir / 'state'}"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "{self.sock}"
+[ttrpc]
+  address = "{self.sock}.ttrpc"
+[debug]
+  address = "{self.dir / 'debug.sock'}"
+  level = "warn"
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{self.dir / 'opt'}"
+""")
+        self.proc = subprocess.Popen(["containerd", "--config", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=open(self.dir / "containerd.log", "ab"), start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.sock.exists() and subprocess.run(["ctr", "--address", str(self.sock), "version"],
+                                                     capture_output=True).returncode == 0:
+                return
+            if self.proc.poll() is not None:
+                raise SystemExit("containerd died; see " + str(self.dir / "containerd.log"))
+            time.sleep(0.1)
+        raise SystemExit("containerd did not come up")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
+# -- running and measuring -----------------------------------------------------------------------
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Run ``cmd`` under ``/usr/bin/time``; wall seconds and peak RSS (MiB) of the largest process in its tree."""
+    subprocess.run(["sync"], check=True)
+    rss_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"hoist-bench-rss-{os.getpid()}"
+    t0 = time.perf_counter()
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, env=env)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr.decode(errors='replace')[-2000:]}")
+    try:
+        peak = int(rss_file.read_text().split()[-1]) / 1024
+    finally:
+        rss_file.unlink(missing_ok=True)
+    return wall, peak
+
+
+def hoist_case(workdir: Path, img: dict):
+    dest = workdir / "dst" / "hoist"
+    cfg = workdir / "hoist-config.toml"
+    cfg.write_text('version = 1\nenabled_plugins = ["hoist.content.v1.local", "hoist.resolver.v1.docker", '
+                   '"hoist.metadata.v1.sqlite"]\n')
+
+    def prepare() -> None:
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+
+    cmd = [*DIST, "--config", str(cfg), "--root", str(dest / "root"), "--state", str(dest / "state"),
+           "fetch", "--plain-http", "--progress", "none", img["ref"]]
+    return prepare, cmd
+
+
+def skopeo_case(workdir: Path, img: dict):
+    dest = workdir / "dst" / "skopeo"
+
+    def prepare() -> None:
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+
+    return prepare, ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{img['ref']}", f"oci:{dest}:latest"]
+
+
+def ctr_case(ctrd: Containerd, img: dict):
+    return ctrd.fresh, ["ctr", "--address", str(ctrd.sock), "content", "fetch", "--plain-http", img["ref"]]
+
+
+def curl_case(workdir: Path, img: dict, to_disk: bool):
+    dest = workdir / "dst" / "curl"
+
+    def prepare() -> None:
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+
+    urls = []
+    for b in img["layers"]:
+        urls += [f"http://{img['ref'].split('/')[0]}/v2/{img['repo']}/blobs/{b['digest']}", "-o",
+                 str(dest / b["digest"].split(":")[1]) if to_disk else "/dev/null"]
+    return prepare, ["curl", "-sSfL", "--parallel", "--parallel-max", "4", *urls]
+
+
+def sha256_files(reg: Registry, img: dict) -> float:
+    t0 = time.perf_counter()
+    buf = bytearray(MiB)
+    view = memoryview(buf)
+    for b in img["layers"]:
+        h = hashlib.sha256()
+        with open(reg.blob_file(b["digest"]), "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                h.update(view[:n])
+    return time.perf_counter() - t0
+
+
+def dd_fsync(workdir: Path, nbytes: int) -> tuple[float, float]:
+    out = workdir / "dst" / "dd.bin"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return timed(["dd", "if=/dev/zero", f"of={out}", "bs=1M", f"count={max(1, nbytes // MiB)}", "conv=fsync", "status=none"])
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def warm_cache(reg: Registry, img: dict) -> None:
+    for b in img["blobs"]:
+        with open(reg.blob_file(b["digest"]), "rb", buffering=0) as f:
+            while f.read(8 * MiB):
+                pass
+
+
+def fmt_row(name: str, times: list[float], rss: list[float], nbytes: int) -> str:
+    med = statistics.median(times)
+    rs = f"{max(rss):6.0f}" if rss else "     -"
+    return f"  {name:34s} {med:7.2f}s  {min(times):6.2f}-{max(times):<6.2f} {nbytes / med / 1e6:8.0f} MB/s  RSS {rs} MiB"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--images", default="big,many")
+    ap.add_argument("--reduced", action="store_true", help="big = 4 x 64 MiB instead of 4 x 256 MiB")
+    ap.add_argument("--workdir", default=os.environ.get("HOIST_BENCH_DIR", "/tmp/hoist-bench"))
+    ap.add_argument("--tools", default="hoist,skopeo,ctr,limits")
+    ap.add_argument("--json", dest="json_out", default=None)
+    a = ap.parse_args()
+    workdir = Path(a.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tools = a.tools.split(",")
+    specs = {"big": (4, 64 if a.reduced else 256), "many": (64, 1)}
+    reg = Registry(workdir).start()
+    ctrd = Containerd(workdir)
+    results: dict = {}
+    try:
+        for name in a.images.split(","):
+            layers, mib = specs[name]
+            img = build_and_push(reg, workdir, name, layers, mib)
+            nbytes = img["bytes"]
+            cases: dict[str, tuple] = {}
+            if "hoist" in tools:
+                cases["hoist dist fetch"] = hoist_case(workdir, img)
+            if "skopeo" in tools:
+                cases["skopeo copy -> oci:"] = skopeo_case(workdir, img)
+            if "ctr" in tools:
+                cases["ctr content fetch"] = ctr_case(ctrd, img)
+            if "limits" in tools:
+                cases["curl -P4 -> /dev/null"] = curl_case(workdir, img, False)
+                cases["curl -P4 -> disk"] = curl_case(workdir, img, True)
+            times: dict[str, list[float]] = {k: [] for k in cases}
+            rss: dict[str, list[float]] = {k: [] for k in cases}
+            extra: dict[str, list[float]] = {"sha256 (hashlib, page cache)": [], "dd same bytes, conv=fsync": []}
+            print(f"# {name}: {layers} layers x {mib} MiB, {nbytes / 1e6:.1f} MB ({img['ref']}), {a.runs} runs, alternating",
+                  flush=True)
+            for r in range(a.runs):
+                warm_cache(reg, img)
+                for case, (prepare, cmd) in cases.items():
+                    prepare()
+                    wall, peak = timed(cmd)
+                    times[case].append(wall)
+                    rss[case].append(peak)
+                    print(f"  run {r + 1} {case}: {wall:.2f}s {peak:.0f} MiB", flush=True)
+                if "limits" in tools:
+                    extra["sha256 (hashlib, page cache)"].append(sha256_files(reg, img))
+                    extra["dd same bytes, conv=fsync"].append(dd_fsync(workdir, nbytes)[0])
+                ctrd.stop()
+            print(f"# {name}: medians")
+            for case in cases:
+                print(fmt_row(case, times[case], rss[case], nbytes))
+            for case, ts in extra.items():
+                if ts:
+                    print(fmt_row(case, ts, [], nbytes))
+            med = {k: statistics.median(v) for k, v in {**times, **extra}.items() if v}
+            res = {"bytes": nbytes, "runs": {k: v for k, v in {**times, **extra}.items() if v},
+                   "rss_mib": {k: max(v) for k, v in rss.items() if v}, "median": med}
+            h = med.get("hoist dist fetch")
+            if h:
+                print(f"# {name}: ratios (Hoist / other; target in brackets)")
+                targets = TARGETS.get(name, {})
+                for case, peer in (("skopeo copy -> oci:", "skopeo"), ("ctr content fetch", "ctr")):
+                    if case in med:
+                        ratio = h / med[case]
+                        t = targets.get(peer)
+                        mark = "" if t is None else f" [<= {t}] {'ok' if ratio <= t else 'MISSED'}"
+                        print(f"  hoist / {peer:30s} {ratio:5.2f}{mark}")
+                for case in ("curl -P4 -> /dev/null", "curl -P4 -> disk", "sha256 (hashlib, page cache)",
+                             "dd same bytes, conv=fsync"):
+                    if case in med:
+                        print(f"  hoist / {case:30s} {h / med[case]:5.2f}")
+                peak = max(rss["hoist dist fetch"])
+                print(f"  hoist peak RSS {peak:.0f} MiB [<= {RSS_TARGET_MIB}] {'ok' if peak <= RSS_TARGET_MIB else 'MISSED'}")
+            results[name] = res
+    finally:
+        ctrd.stop()
+        reg.stop()
+    if a.json_out:
+        Path(a.json_out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""``fetch``: put everything an image needs into the content store, then name it in the metadata store.
+
+The seed's ``dist fetch`` as a library call: resolve the reference, walk index → manifests (for the
+selected platforms) → config and layers with bounded concurrency, each blob through ``write_blob``
+(already-present blobs skipped without a request, partial ingests resumed), and only when all of it
+is committed write the image row.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from hoist.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from hoist.images import documents
+from hoist.images import mediatypes as mt
+from hoist.images.handlers import DEFAULT_CONCURRENCY, MAX_DEPTH, Event, children_handler, dispatch, fetch_handler, handlers
+from hoist.images.image import Image, check
+from hoist.images.platforms import Matcher
+from hoist.progress import ProgressTracker
+
+
+@attrs.frozen(kw_only=True)
+class FetchParts:
+    """What ``fetch`` works with, when not taken from a :class:`hoist.Client`.
+
+    :param content: the content store (Provider, Ingester, Manager, IngestManager).
+    :param metadata: the metadata store (``images(namespace)`` view).
+    :param resolver: a resolver (``resolve(ref) -> Resolved``).
+    :param namespace: the namespace the image is named in.
+    """
+
+    content: Any
+    metadata: Any
+    resolver: Any
+    namespace: str = "default"
+
+
+def _parts(client_or_parts: Any, ref: str, resolver_options: Any) -> tuple[FetchParts, bool]:
+    if isinstance(client_or_parts, FetchParts):
+        return client_or_parts, False
+    c = client_or_parts
+    return (
+        FetchParts(content=c.content, metadata=c.metadata, resolver=c.resolver(ref, resolver_options), namespace=c.namespace),
+        True,
+    )
+
+
+def fetch(
+    client_or_parts: Any,
+    ref: str,
+    platforms: Sequence[str] = (),
+    progress: ProgressTracker | None = None,
+    *,
+    all_platforms: bool = False,
+    max_concurrent_downloads: int | None = None,
+    labels: Mapping[str, str] | None = None,
+    resolver_options: Any = None,
+    max_depth: int = MAX_DEPTH,
+    cancel: threading.Event | None = None,
+) -> Image:
+    """Fetch the image ``ref`` into the content store and record it in the metadata store.
+
+    :param client_or_parts: a :class:`hoist.Client` or :class:`FetchParts`.
+    :param platforms: ``os/arch[/variant]`` specifiers; none means the host's platform.
+    :param progress: a tracker receiving events (its store should be the same content store).
+    :param all_platforms: fetch every manifest of an index.
+    :param max_concurrent_downloads: blobs fetched at once (default: the resolver's setting, else 4).
+    :param labels: labels of the image record.
+    :returns: the image record written (name → target descriptor).
+    :raises NotFoundError: the reference, a blob, or a manifest for the platform does not exist.
+    :raises InvalidArgumentError: a malformed, ambiguous or oversized document (named); nothing is recorded.
+    :raises UnsupportedError: a Docker schema1 manifest.
+    """
+    parts, owned = _parts(client_or_parts, ref, resolver_options)
+    try:
+        return _fetch(parts, ref, platforms, progress, all_platforms, max_concurrent_downloads, labels, max_depth, cancel)
+    finally:
+        if owned:
+            close = getattr(parts.resolver, "close", None)
+            if close is not None:
+                close()
+
+
+def _fetch(
+    parts: FetchParts,
+    ref: str,
+    platforms: Sequence[str],
+    progress: ProgressTracker | None,
+    all_platforms: bool,
+    limit: int | None,
+    labels: Mapping[str, str] | None,
+    max_depth: int,
+    cancel: threading.Event | None,
+) -> Image:
+    matcher = Matcher.from_specs(list(platforms), all_platforms)
+    on_event = progress.event if progress is not None else (lambda _e: None)
+    resolve_ref = f"resolve {ref}"
+    on_event(Event(state="resolving", ref=resolve_ref))
+    try:
+        resolved = parts.resolver.resolve(ref)
+    except BaseException as e:
+        on_event(Event(state="error", ref=resolve_ref, message=str(e)))
+        raise
+    on_event(Event(state="done", ref=resolve_ref))
+    target = resolved.descriptor
+    if mt.kind(target.media_type) not in ("index", "manifest"):
+        raise InvalidArgumentError(f"{ref}: {target.digest} is a {target.media_type!r}, not an image manifest or index")
+    if limit is None:
+        limit = getattr(parts.resolver, "max_concurrent_downloads", None) or DEFAULT_CONCURRENCY
+    if limit < 1:
+        raise InvalidArgumentError(f"max concurrent downloads must be at least 1, got {limit}")
+    cancel = cancel or threading.Event()
+
+    def record(ev: Event) -> None:
+        on_event(ev)
+
+    fetch_h = fetch_handler(parts.content, resolved.fetcher, on_event=record, cancel=cancel)
+    kids_h = children_handler(parts.content, matcher)
+
+    def handle(desc: Any) -> Any:
+        try:
+            return handlers(fetch_h, kids_h)(desc)
+        except BaseException as e:
+            if not cancel.is_set():
+                on_event(Event(state="error", ref=f"{mt.kind(desc.media_type)}-{desc.digest}", digest=desc.digest,
+                               size=desc.size, media_type=desc.media_type, message=str(e)))
+            raise
+
+    visited = dispatch(handle, [target], limit=limit, max_depth=max_depth, cancel=cancel)
+    if mt.is_index(target.media_type) and not any(mt.is_manifest(d.media_type) for d in visited):
+        raise NotFoundError(f"{ref}: no manifest for {matcher.describe()} in index {target.digest}")
+    # Everything the record will point at must be committed before the row is written.
+    result = check(parts.content, target, matcher)
+    if not result.available:
+        missing = ", ".join(documents.describe(d) for d in result.missing[:3])
+        raise FailedPreconditionError(f"{ref}: content missing after fetch: {missing}")
+    image = Image(name=resolved.name, target=target, labels=dict(labels or {}))
+    store = parts.metadata.images(parts.namespace)
+    try:
+        return store.create(image)
+    except AlreadyExistsError:
+        # As containerd's pull: point the name at the new target, add the given labels, keep the rest.
+        return store.update(image, "target", *(f"labels.{k}" for k in image.labels))

@@ -1,0 +1,681 @@
+"""The registry resolver and fetcher: Docker Registry HTTP API v2 / OCI distribution over one pooled httpx client.
+
+``DockerResolver.resolve(ref)`` HEADs (or GETs) the manifest with the full Accept list and checks
+digests over the raw bytes; ``DockerFetcher.fetch(desc)`` streams a blob or manifest through
+:class:`hoist.remotes.VerifyingReader`, resuming cut-off bodies with ``Range``.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import logging
+import ssl
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import attrs
+import certifi
+import httpx
+
+from hoist import reference
+from hoist.content import Descriptor, Digest
+from hoist.errors import (
+    ConfigError,
+    FailedPreconditionError,
+    HoistError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+    UnsupportedError,
+)
+from hoist.images import mediatypes as mt
+from hoist.remotes import (
+    MAX_MANIFEST_SIZE,
+    Credentials,
+    Pusher,
+    ReadStream,
+    Resolved,
+    ResolverOptions,
+    VerifyingReader,
+)
+from hoist_resolver_docker import transport as _transport
+from hoist_resolver_docker.auth import Authorizer, DockerConfigCredentials
+from hoist_resolver_docker.config import DockerResolverConfig
+from hoist_resolver_docker.hosts import HostList, RegistryHost, host_of, load_hosts
+from hoist_resolver_docker.transport import (
+    MAX_SMALL_BODY,
+    RegistryTransport,
+    ResumingBody,
+    RetryPolicy,
+    describe_transport_error,
+    error_for_status,
+    final_error_codes,
+    parse_error_body,
+    read_limited,
+    retryable_error,
+    retryable_status,
+)
+
+log = logging.getLogger("hoist.resolver.v1.docker")
+
+#: Manifest media types accepted when resolving, most specific first.
+MANIFEST_ACCEPT = (mt.OCI_INDEX, mt.DOCKER_SCHEMA2_MANIFEST_LIST, mt.OCI_MANIFEST, mt.DOCKER_SCHEMA2_MANIFEST)
+_MANIFEST_LIKE = frozenset(MANIFEST_ACCEPT) | mt.SCHEMA1_TYPES
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 10
+_MANIFEST_CACHE_BYTES = 16 << 20
+_POOL_WAIT = 600.0
+_SCHEME = "docker://"
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("hoist-resolver-docker")
+    except Exception:  # noqa: BLE001 - metadata may be missing in odd installs
+        return "dev"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def is_manifest_type(media_type: str) -> bool:
+    """Manifests and indexes (fetched from ``/manifests/``)."""
+    return mt.base(media_type) in _MANIFEST_LIKE
+
+
+def sniff_media_type(body: bytes) -> str:
+    """The media type of a manifest served without a usable ``Content-Type``."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    if not isinstance(doc, dict):
+        return ""
+    declared = doc.get("mediaType")
+    if isinstance(declared, str) and declared:
+        return declared
+    if doc.get("schemaVersion") == 1:
+        return mt.DOCKER_SCHEMA1_MANIFEST_SIGNED if "signatures" in doc else mt.DOCKER_SCHEMA1_MANIFEST
+    if "manifests" in doc:
+        return mt.OCI_INDEX
+    if "config" in doc or "layers" in doc:
+        return mt.OCI_MANIFEST
+    return ""
+
+
+class RegistrySession:
+    """What every request of one resolver shares: pooled clients, hosts, auth, retry policy.
+
+    One httpx client serves all endpoints with default TLS; endpoints with their own CA, client
+    certificate or ``skip_verify`` get one client per distinct TLS setup.  Thread-safe.
+
+    :param transport: replaces the network for every endpoint (tests: ``httpx.MockTransport``).
+    """
+
+    def __init__(self, config: DockerResolverConfig, options: ResolverOptions,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.config = config
+        self.options = options
+        self.policy = RetryPolicy(attempts=config.retries, backoff=config.retry_backoff,
+                                  max_backoff=config.retry_max_backoff, max_retry_after=config.retry_after_max,
+                                  resume_attempts=config.resume_attempts)
+        connect = options.timeout or config.connect_timeout
+        stall = options.timeout or config.stall_timeout
+        self.stall_timeout = stall
+        self._timeout = httpx.Timeout(connect=connect, read=stall, write=stall, pool=_POOL_WAIT)
+        size = max(options.max_concurrency or 0, config.max_concurrent_downloads, config.max_concurrent_uploads) + 4
+        self._limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0)
+        self._transport = transport
+        self._headers = {
+            "User-Agent": options.user_agent or config.user_agent or f"hoist/{_version()}",
+            "Accept-Encoding": "identity",
+            **dict(options.headers),
+        }
+        hosts_dir = options.hosts_dir if options.hosts_dir is not None else (
+            Path(config.config_path) if config.config_path else None)
+        self.hosts_dir = hosts_dir
+        self._lock = threading.Lock()
+        self._clients: dict[tuple, httpx.Client] = {}
+        self._hosts: dict[str, HostList] = {}
+        self._user_registries: set[str] = set()
+        self._docker_creds = DockerConfigCredentials(Path(config.docker_config) if config.docker_config else None)
+        self.authorizer = Authorizer(self.credentials_for, self._send_token)
+        self._closed = False
+
+    # -- endpoints and clients ---------------------------------------------------------------------
+
+    def hosts(self, registry: str) -> HostList:
+        """The endpoints of ``registry`` (read from ``hosts.toml`` once per resolver)."""
+        with self._lock:
+            found = self._hosts.get(registry)
+        if found is not None:
+            return found
+        plain = bool(self.options.plain_http) or registry in self.config.plain_http_hosts
+        hl = load_hosts(registry, self.hosts_dir, plain_http=plain, skip_verify=bool(self.options.skip_verify),
+                        mirror_fallback=self.config.mirror_fallback)
+        with self._lock:
+            return self._hosts.setdefault(registry, hl)
+
+    def use_credentials_for(self, registry: str) -> None:
+        """Let the options' ``username``/``secret`` go to ``registry`` (the registry of a reference in use)."""
+        with self._lock:
+            self._user_registries.add(registry)
+
+    def credentials_for(self, registry: str) -> Credentials | None:
+        """Credentials for ``registry``: callback, ``--user`` (its own registries only), then Docker's config."""
+        if self.options.credentials is not None:
+            creds = self.options.credentials(registry)
+            if creds is not None:
+                return creds
+        if (self.options.username or self.options.secret) and registry in self._user_registries:
+            return Credentials(username=self.options.username, secret=self.options.secret)
+        return self._docker_creds.get(registry)
+
+    def client_for(self, host: RegistryHost | None) -> httpx.Client:
+        """The pooled client for ``host``'s TLS setup (the default client for ``None``)."""
+        key = host.tls_key() if host is not None and self._transport is None else ()
+        with self._lock:
+            if self._closed:
+                raise UnavailableError("resolver is closed")
+            client = self._clients.get(key)
+            if client is None:
+                if self._transport is not None:
+                    client = httpx.Client(transport=self._transport, timeout=self._timeout, trust_env=False)
+                else:
+                    verify = self._ssl_context(host) if key else self._default_ssl_context()
+                    client = httpx.Client(transport=RegistryTransport(verify=verify, limits=self._limits),
+                                          timeout=self._timeout, trust_env=False)
+                self._clients[key] = client
+            return client
+
+    def _default_ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=certifi.where())
+        ctx.load_default_certs()
+        return ctx
+
+    def _ssl_context(self, host: RegistryHost) -> ssl.SSLContext:
+        if host.skip_verify:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            ctx = self._default_ssl_context()
+            for ca in host.ca:
+                try:
+                    ctx.load_verify_locations(cafile=str(ca))
+                except (OSError, ssl.SSLError) as e:
+                    raise ConfigError(f"{host.host}: CA file {ca}: {e}") from e
+        for cert, key in host.client_certs:
+            try:
+                ctx.load_cert_chain(str(cert), str(key) if key else None)
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigError(f"{host.host}: client certificate {cert}: {e}") from e
+        return ctx
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            c.close()
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def _send_following(self, client: httpx.Client, method: str, url: str, headers: Mapping[str, str],
+                        auth: str | None, auth_origin: tuple | None) -> httpx.Response:
+        """Send, following redirects; ``Authorization`` only while the URL stays on ``auth_origin``."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            h = {**self._headers, **headers}
+            if auth and auth_origin is not None and _origin(url) == auth_origin:
+                h["Authorization"] = auth
+            response = client.send(client.build_request(method, url, headers=h), stream=True,
+                                   follow_redirects=False)
+            location = response.headers.get("location")
+            if response.status_code not in _REDIRECTS or not location:
+                return response
+            response.close()
+            target = urljoin(str(response.url), location)
+            if urlsplit(target).scheme not in ("http", "https"):
+                raise UnavailableError(f"{url}: redirect to unsupported URL {target!r}")
+            if _origin(target) != _origin(url):
+                auth = None
+            if response.status_code == 303 and method != "HEAD":
+                method = "GET"
+            url = target
+        raise UnavailableError(f"{url}: more than {_MAX_REDIRECTS} redirects")
+
+    def _send_token(self, request: httpx.Request, what: str, via: RegistryHost | None = None) -> httpx.Response:
+        # The endpoint's client: a token server on the registry's host shares its CA (as containerd does).
+        origin = _origin(str(request.url))
+        auth = request.headers.get("authorization")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("authorization", "host",
+                                                                                   "content-length")}
+        client = self.client_for(via)
+        for attempt in range(1, self.policy.attempts + 1):
+            try:
+                if request.method == "POST":
+                    response = client.send(client.build_request("POST", request.url, content=request.content,
+                                                                headers={**self._headers, **headers}),
+                                           stream=True, follow_redirects=False)
+                else:
+                    response = self._send_following(client, "GET", str(request.url), headers, auth, origin)
+            except httpx.TransportError as e:
+                if retryable_error(e) and attempt < self.policy.attempts:
+                    _transport.sleep(self.policy.delay(attempt))
+                    continue
+                raise UnavailableError(describe_transport_error(e, what)) from e
+            if retryable_status(response.status_code) and attempt < self.policy.attempts:
+                response.close()
+                _transport.sleep(self.policy.delay(attempt, response))
+                continue
+            return response
+        raise AssertionError("unreachable")
+
+    def open(self, host: RegistryHost, method: str, url: str, *, registry: str, scopes: tuple[str, ...],
+             what: str, headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,),
+             attempts: int | None = None) -> httpx.Response:
+        """Send a request to a registry endpoint with auth, redirects and retries; the streamed response.
+
+        :param registry: the registry whose credentials apply (mirrors use their own host).
+        :param what: names the object in errors.
+        :param attempts: tries on retryable statuses (default: the policy's).
+        :raises NotFoundError, UnauthorizedError, UnavailableError, ...: per :func:`error_for_status`.
+        """
+        creds_name = host.host if host.mirror else registry
+        origin_key = f"{host.scheme}://{host.host}"
+        auth_origin = _origin(host.base_url)
+        registry_hostname = host_of(host.host)
+        client = self.client_for(host)
+        hdrs = {**dict(host.headers), **(headers or {})}
+        extra: tuple[str, ...] = ()
+        attempt = 0
+        auth_retries = 0
+        while True:
+            attempt += 1
+            auth = self.authorizer.header(origin_key, creds_name, registry_hostname, scopes, extra, via=host)
+            try:
+                response = self._send_following(client, method, url, hdrs, auth, auth_origin)
+            except httpx.TransportError as e:
+                if retryable_error(e) and attempt < self.policy.attempts:
+                    delay = self.policy.delay(attempt)
+                    log.info("%s: %s; retrying in %.1fs", what, describe_transport_error(e, url), delay)
+                    _transport.sleep(delay)
+                    continue
+                raise UnavailableError(f"{what}: {describe_transport_error(e, host.base_url)}") from e
+            code = response.status_code
+            if code in ok:
+                return response
+            body = b"" if method == "HEAD" else read_limited(response, MAX_SMALL_BODY, what)
+            response.close()
+            if code == 401 and auth_retries < 2:
+                scopes_asked = self.authorizer.challenged(origin_key, response, auth)
+                if scopes_asked is not None:
+                    extra = tuple(s for s in scopes_asked if s not in scopes)
+                    fresh = self.authorizer.header(origin_key, creds_name, registry_hostname, scopes, extra,
+                                                   via=host)
+                    if fresh and fresh != auth:
+                        auth_retries += 1
+                        attempt -= 1
+                        continue
+                raise error_for_status(response, what, body)
+            if retryable_status(code) and attempt < (attempts or self.policy.attempts) \
+                    and not final_error_codes(parse_error_body(body)):
+                delay = self.policy.delay(attempt, response)
+                log.info("%s: HTTP %d; retrying in %.1fs", what, code, delay)
+                _transport.sleep(delay)
+                continue
+            raise error_for_status(response, what, body)
+
+    def open_plain(self, url: str, *, what: str, headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """GET a URL outside the registry (foreign layers): no credentials, retries, redirects."""
+        client = self.client_for(None)
+        for attempt in range(1, self.policy.attempts + 1):
+            try:
+                response = self._send_following(client, "GET", url, headers or {}, None, None)
+            except httpx.TransportError as e:
+                if retryable_error(e) and attempt < self.policy.attempts:
+                    _transport.sleep(self.policy.delay(attempt))
+                    continue
+                raise UnavailableError(describe_transport_error(e, url)) from e
+            if response.status_code in (200, 206):
+                return response
+            body = read_limited(response, MAX_SMALL_BODY, what)
+            if retryable_status(response.status_code) and attempt < self.policy.attempts:
+                _transport.sleep(self.policy.delay(attempt, response))
+                continue
+            raise error_for_status(response, what, body)
+        raise AssertionError("unreachable")
+
+
+def _parse_ref(ref: str, *, need_object: bool) -> reference.Reference:
+    text = ref[len(_SCHEME):] if ref.startswith(_SCHEME) else ref
+    parsed = reference.parse(text)
+    if not parsed.domain:
+        raise InvalidArgumentError(
+            f"invalid reference {ref!r}: no registry host; normalize it first "
+            f"(e.g. {reference.normalize(parsed)})"
+        )
+    if need_object and not parsed.tag and parsed.digest is None:
+        raise InvalidArgumentError(f"invalid reference {ref!r}: no tag or digest (e.g. {parsed.locator}:latest)")
+    return parsed
+
+
+class DockerResolver:
+    """A resolver for Docker Registry v2 / OCI distribution registries; safe to share between threads.
+
+    :param config: the plugin configuration.
+    :param options: per-use options (``--plain-http``, ``--user``, ...).
+    :param transport: replaces the network (tests).
+    """
+
+    def __init__(self, config: DockerResolverConfig | None = None, options: ResolverOptions | None = None, *,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.config = config or DockerResolverConfig()
+        self.options = options or ResolverOptions()
+        self.session = RegistrySession(self.config, self.options, transport)
+        self.follow_foreign_urls = (self.options.allow_foreign_urls if self.options.allow_foreign_urls is not None
+                                    else self.config.follow_foreign_urls)
+        self._cache_lock = threading.Lock()
+        self._manifests: collections.OrderedDict[Digest, bytes] = collections.OrderedDict()
+        self._cache_bytes = 0
+
+    @property
+    def max_concurrent_downloads(self) -> int:
+        return self.config.max_concurrent_downloads
+
+    @property
+    def max_concurrent_uploads(self) -> int:
+        return self.config.max_concurrent_uploads
+
+    # -- manifest cache (bodies fetched while resolving are not fetched twice) ---------------------------
+
+    def _remember(self, digest: Digest, body: bytes) -> None:
+        with self._cache_lock:
+            if digest in self._manifests:
+                return
+            self._manifests[digest] = body
+            self._cache_bytes += len(body)
+            while self._cache_bytes > _MANIFEST_CACHE_BYTES and self._manifests:
+                _, old = self._manifests.popitem(last=False)
+                self._cache_bytes -= len(old)
+
+    def _recall(self, digest: Digest) -> bytes | None:
+        with self._cache_lock:
+            return self._manifests.get(digest)
+
+    # -- Resolver ----------------------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> Resolved:
+        """Resolve a tag or digest reference to its descriptor.
+
+        By tag: endpoints with the ``resolve`` capability; by digest: ``pull``, trying ``/manifests/``
+        then ``/blobs/``.
+
+        :raises InvalidArgumentError: malformed reference, before any request.
+        :raises NotFoundError: no endpoint knows it.
+        :raises FailedPreconditionError: the registry's answer is inconsistent (digest, size, limits).
+        """
+        parsed = _parse_ref(ref, need_object=True)
+        self.session.use_credentials_for(parsed.domain)
+        name = str(parsed)
+        capability = "pull" if parsed.digest is not None else "resolve"
+        hosts = self.session.hosts(parsed.domain).for_capability(capability)
+        if not hosts:
+            raise NotFoundError(f"{name}: no endpoint of {parsed.domain} has the {capability!r} capability")
+        errors: list[HoistError] = []
+        if parsed.digest is None:
+            plan = [("manifests", host, None) for host in hosts]
+        else:
+            # distribution answers HEAD /manifests/<blob digest> with 500: probe manifests without
+            # retrying server errors, then blobs, then manifests again with retries.
+            plan = [("manifests", host, 1) for host in hosts] + [("blobs", host, None) for host in hosts]
+        ambiguous: list[RegistryHost] = []
+        for kind, host, attempts in plan:
+            try:
+                desc = self._resolve_at(host, parsed, kind, attempts)
+            except (NotFoundError, UnavailableError) as e:
+                log.debug("%s: %s", host.base_url, e)
+                errors.append(e)
+                if isinstance(e, UnavailableError) and attempts == 1:
+                    ambiguous.append(host)
+                continue
+            if kind == "blobs" and ambiguous and desc.size <= MAX_MANIFEST_SIZE:
+                desc = self._sniff_blob(host, parsed, desc)
+            return Resolved(name=name, descriptor=desc, fetcher=DockerFetcher(self, parsed))
+        for host in ambiguous:
+            try:
+                desc = self._resolve_at(host, parsed, "manifests", None)
+            except (NotFoundError, UnavailableError) as e:
+                errors.append(e)
+                continue
+            return Resolved(name=name, descriptor=desc, fetcher=DockerFetcher(self, parsed))
+        not_found = [e for e in errors if isinstance(e, NotFoundError)]
+        if len(not_found) == len(errors):
+            raise NotFoundError(f"{name}: not found") from errors[-1]
+        raise next(e for e in reversed(errors) if not isinstance(e, NotFoundError))
+
+    def _sniff_blob(self, host: RegistryHost, parsed: reference.Reference, desc: Descriptor) -> Descriptor:
+        """A small blob found after an ambiguous manifest probe: a manifest when its JSON says so."""
+        with DockerFetcher(self, parsed).fetch(desc) as stream:
+            body = stream.read()
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return desc
+        if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
+            return desc
+        found = doc.get("mediaType")
+        if found is None and isinstance(doc.get("manifests"), list):
+            found = mt.OCI_INDEX
+        elif found is None and isinstance(doc.get("layers"), list) and isinstance(doc.get("config"), dict):
+            found = mt.OCI_MANIFEST
+        if found not in MANIFEST_ACCEPT:
+            return desc
+        self._remember(desc.digest, body)
+        return attrs.evolve(desc, media_type=found)
+
+    def _resolve_at(self, host: RegistryHost, parsed: reference.Reference, kind: str,
+                    attempts: int | None = None) -> Descriptor:
+        name = str(parsed)
+        target = str(parsed.digest) if parsed.digest is not None else parsed.tag
+        url = f"{host.base_url}/{parsed.path}/{kind}/{target}"
+        scopes = (f"repository:{parsed.path}:pull",)
+        accept = ", ".join(MANIFEST_ACCEPT) if kind == "manifests" else "*/*"
+        try:
+            response = self.session.open(host, "HEAD", url, registry=parsed.domain, scopes=scopes, what=name,
+                                         headers={"Accept": accept}, attempts=attempts)
+        except UnsupportedError:
+            response = None
+        if response is not None:
+            response.close()
+            desc = self._from_head(response, parsed, kind)
+            if desc is not None:
+                return desc
+        if kind == "blobs":
+            raise NotFoundError(f"{name}: registry gave no size for the blob")
+        response = self.session.open(host, "GET", url, registry=parsed.domain, scopes=scopes, what=name,
+                                     headers={"Accept": accept})
+        body = read_limited(response, MAX_MANIFEST_SIZE, f"manifest {name}")
+        return self._from_body(response, body, parsed)
+
+    def _from_head(self, response: httpx.Response, parsed: reference.Reference, kind: str) -> Descriptor | None:
+        name = str(parsed)
+        header = response.headers.get("docker-content-digest")
+        length = response.headers.get("content-length", "")
+        ctype = mt.base(response.headers.get("content-type", ""))
+        if kind == "blobs":
+            if not length.isdigit():
+                return None
+            if header and _header_digest(header, name) != parsed.digest:
+                raise FailedPreconditionError(f"{name}: registry answered for digest {header}")
+            assert parsed.digest is not None
+            return Descriptor(media_type=ctype or "application/octet-stream", digest=parsed.digest,
+                              size=int(length))
+        if not header or not length.isdigit() or ctype not in _MANIFEST_LIKE:
+            return None
+        digest = _header_digest(header, name)
+        if parsed.digest is not None and digest != parsed.digest:
+            raise FailedPreconditionError(f"{name}: registry answered with manifest {digest}")
+        size = int(length)
+        if size > MAX_MANIFEST_SIZE:
+            raise FailedPreconditionError(f"manifest {name}: {size} bytes exceeds the {MAX_MANIFEST_SIZE}-byte limit")
+        return Descriptor(media_type=ctype, digest=digest, size=size)
+
+    def _from_body(self, response: httpx.Response, body: bytes, parsed: reference.Reference) -> Descriptor:
+        name = str(parsed)
+        header = response.headers.get("docker-content-digest")
+        algorithm = parsed.digest.algorithm if parsed.digest is not None else "sha256"
+        if header:
+            claimed = _header_digest(header, name)
+            actual_claimed = Digest.from_bytes(body, claimed.algorithm)
+            if actual_claimed != claimed:
+                raise FailedPreconditionError(
+                    f"manifest {name}: content digest {actual_claimed} differs from Docker-Content-Digest {claimed}")
+            if parsed.digest is None:
+                algorithm = claimed.algorithm
+        digest = Digest.from_bytes(body, algorithm)
+        if parsed.digest is not None and digest != parsed.digest:
+            raise FailedPreconditionError(f"manifest {name}: content digest is {digest}")
+        ctype = mt.base(response.headers.get("content-type", ""))
+        media_type = ctype if ctype in _MANIFEST_LIKE else sniff_media_type(body)
+        if not media_type:
+            raise FailedPreconditionError(f"manifest {name}: cannot tell its media type (Content-Type {ctype!r})")
+        self._remember(digest, body)
+        return Descriptor(media_type=media_type, digest=digest, size=len(body))
+
+    def fetcher(self, ref: str) -> DockerFetcher:
+        """A fetcher for the repository of ``ref``."""
+        parsed = _parse_ref(ref, need_object=False)
+        self.session.use_credentials_for(parsed.domain)
+        return DockerFetcher(self, parsed)
+
+    def pusher(self, ref: str) -> Pusher:
+        """A pusher for the repository of ``ref``, sharing this resolver's connections and tokens.
+
+        :raises UnsupportedError: no endpoint of the registry has the ``push`` capability.
+        """
+        from hoist_resolver_docker.pusher import DockerPusher
+
+        return DockerPusher(self, _parse_ref(ref, need_object=False))
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.session.close()
+
+    def __enter__(self) -> DockerResolver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _header_digest(value: str, name: str) -> Digest:
+    try:
+        return Digest.parse(value.strip())
+    except InvalidArgumentError as e:
+        raise FailedPreconditionError(f"{name}: registry sent an invalid Docker-Content-Digest {value!r}") from e
+
+
+class DockerFetcher:
+    """Fetches the objects of one repository; each stream yields exactly the descriptor's bytes (verified)."""
+
+    def __init__(self, resolver: DockerResolver, ref: reference.Reference) -> None:
+        self._resolver = resolver
+        self._ref = ref
+        self._scopes = (f"repository:{ref.path}:pull",)
+
+    @property
+    def locator(self) -> str:
+        return self._ref.locator
+
+    def fetch(self, desc: Descriptor) -> ReadStream:
+        """Open ``desc``: a verifying stream of exactly ``desc.size`` bytes.
+
+        :raises FailedPreconditionError: a manifest or config larger than 4 MiB, or a media type the registry contradicts.
+        :raises NotFoundError: no endpoint has it.
+        :raises UnavailableError: the registry cannot be reached after retries.
+        """
+        name = f"{self._ref.locator}@{desc.digest}"
+        manifest = is_manifest_type(desc.media_type)
+        if (manifest or mt.is_config(desc.media_type)) and desc.size > MAX_MANIFEST_SIZE:
+            raise FailedPreconditionError(
+                f"{name}: {desc.size} bytes exceeds the {MAX_MANIFEST_SIZE}-byte limit for manifests and configs")
+        if manifest:
+            cached = self._resolver._recall(desc.digest)
+            if cached is not None and len(cached) == desc.size:
+                return VerifyingReader(io.BytesIO(cached), desc, name=name)
+        errors: list[HoistError] = []
+        if desc.urls and self._resolver.follow_foreign_urls:
+            for u in desc.urls:
+                if urlsplit(u).scheme not in ("http", "https"):
+                    continue
+                try:
+                    return self._open_foreign(u, desc, name)
+                except (HoistError, httpx.HTTPError) as e:
+                    log.info("%s: foreign URL %s failed: %s", name, u, e)
+        session = self._resolver.session
+        hosts = session.hosts(self._ref.domain).for_capability("pull")
+        kind = "manifests" if manifest else "blobs"
+        for host in hosts:
+            url = f"{host.base_url}/{self._ref.path}/{kind}/{desc.digest}"
+            accept = ", ".join(dict.fromkeys((desc.media_type, *MANIFEST_ACCEPT))) if manifest \
+                else f"{desc.media_type}, */*" if desc.media_type else "*/*"
+            headers = {"Accept": accept}
+            try:
+                response = session.open(host, "GET", url, registry=self._ref.domain, scopes=self._scopes,
+                                        what=name, headers=headers)
+            except (NotFoundError, UnavailableError) as e:
+                errors.append(e)
+                continue
+            if manifest:
+                self._check_media_type(response, desc, name)
+            return self._stream(response, desc, name, host, url, headers)
+        hint = "; it has foreign URLs (enable follow_foreign_urls to fetch them)" if desc.urls and \
+            not self._resolver.follow_foreign_urls else ""
+        if errors and all(isinstance(e, NotFoundError) for e in errors):
+            raise NotFoundError(f"{name}: not found{hint}") from errors[-1]
+        if errors:
+            raise errors[-1]
+        raise NotFoundError(f"{name}: no endpoint of {self._ref.domain} has the 'pull' capability{hint}")
+
+    def _check_media_type(self, response: httpx.Response, desc: Descriptor, name: str) -> None:
+        served = mt.base(response.headers.get("content-type", ""))
+        wanted = mt.base(desc.media_type)
+        if served in _MANIFEST_LIKE and wanted in _MANIFEST_LIKE and served != wanted:
+            response.close()
+            raise FailedPreconditionError(f"{name}: registry serves it as {served}, the descriptor says {wanted}")
+
+    def _stream(self, response: httpx.Response, desc: Descriptor, name: str, host: RegistryHost, url: str,
+                headers: Mapping[str, str]) -> ReadStream:
+        session = self._resolver.session
+
+        def open_at(offset: int) -> httpx.Response:
+            return session.open(host, "GET", url, registry=self._ref.domain, scopes=self._scopes, what=name,
+                                headers={**headers, "Range": f"bytes={offset}-"}, ok=(200, 206))
+
+        body = ResumingBody(open_at, response, size=desc.size, name=name, policy=session.policy)
+        try:
+            return VerifyingReader(body, desc, name=name)
+        except BaseException:
+            body.close()
+            raise
+
+    def _open_foreign(self, url: str, desc: Descriptor, name: str) -> ReadStream:
+        session = self._resolver.session
+        response = session.open_plain(url, what=f"{name} from {url}")
+
+        def open_at(offset: int) -> httpx.Response:
+            return session.open_plain(url, what=f"{name} from {url}", headers={"Range": f"bytes={offset}-"})
+
+        body = ResumingBody(open_at, response, size=desc.size, name=name, policy=session.policy)
+        return VerifyingReader(body, desc, name=name)
+
