@@ -1,0 +1,360 @@
+#!/usr/bin/env python3
+"""Unpack benchmark: Hoist ``dist pull`` and ``dist rootfs unpack`` against ``ctr images pull`` and ``umoci unpack``, and the limits.
+
+Starts its own Docker Distribution registry on 127.0.0.1 (free port) and pushes two images:
+(a) ``big``: 4 gzip layers, each one file of 256 MiB random data (incompressible);
+(b) ``usr``: one gzip layer (zlib level 6) of real small files copied from ``/usr`` (about 270 MB of tar).
+Then, in one run, alternating tools round by round (fresh destination each time, ``sync`` before each
+timed command):
+
+* ``hoist pull (overlayfs|native)`` — ``dist pull`` into a fresh root (fetch overlapping unpack);
+* ``hoist unpack (overlayfs|native)`` — ``dist rootfs unpack`` of the already fetched image (snapshots wiped);
+* ``ctr images pull (overlayfs|native)`` — into a fresh private containerd each run (start-up not timed);
+* ``hoist apply_layer`` — the layer applier alone, all layers into one directory, in one Python process;
+* ``umoci unpack`` — from an OCI layout made once with ``skopeo copy`` (not timed);
+* limits on the same layers: ``gzip -dc`` and in-process ``isal`` decompression to /dev/null, isal
+  decompression plus a sequential write of each layer's tar bytes to a file (with and without the sha256
+  that gives the diff ID, which every unpacker must compute), and GNU ``tar -xzf``.
+
+Reports medians (min–max), MB/s of *uncompressed* bytes, peak RSS of the client process tree (for
+``ctr`` the unpack happens in the daemon, whose RSS is not included), and the ratios against the
+issue's targets: Hoist ``dist pull`` ≤ 0.5× ``ctr images pull`` (overlayfs), and Hoist's unpack (the
+applier, so that process start-up and plugin loading do not count) within 1.5× of the
+decompression-plus-write limit (isal decompression, sha256 and a sequential write, in one Python process).  The machine is noisy: compare ratios within one run.
+
+usage: benchmarks/unpack.py [--runs 3] [--images big,usr] [--reduced] [--workdir DIR] [--json FILE]
+``--reduced`` makes ``big`` 4 × 64 MiB and ``usr`` about 64 MB for a quick check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import zlib
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pull import Containerd, Registry, timed  # noqa: E402  (the pull benchmark's registry/containerd helpers)
+
+MiB = 1 << 20
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+BUILTINS = {
+    "hoist.metadata.v1.sqlite": "hoist.metadata.plugin",
+    "hoist.snapshotter.v1.native": "hoist.snapshotters.native",
+    "hoist.snapshotter.v1.overlayfs": "hoist.snapshotters.overlay",
+}
+# `dist` with the builtins and commands registered even where hoist.builtins / hoist.cli.dist do not list them yet.
+DIST = [sys.executable, "-c", (
+    "import sys, hoist.builtins as b\n"
+    f"for k, v in {BUILTINS!r}.items(): b.BUILTINS.setdefault(k, v)\n"
+    "sys.argv[0] = 'dist'\n"
+    "from hoist.cli import dist_rootfs as r\n"
+    "from hoist.cli.dist import dist, main\n"
+    "for c in (r.pull, r.rootfs, r.apply, r.snapshots): dist.commands.setdefault(c.name, c)\n"
+    "main()"
+)]
+PULL_TARGET = 0.5
+LIMIT_TARGET = 1.5
+
+
+# -- images --------------------------------------------------------------------------------------
+
+
+def _gzip_file(src: Path, dst: Path, level: int) -> None:
+    c = zlib.compressobj(level, zlib.DEFLATED, 31)
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        while b := f.read(4 * MiB):
+            out.write(c.compress(b))
+        out.write(c.flush())
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(4 * MiB):
+            h.update(b)
+    return "sha256:" + h.hexdigest()
+
+
+def build_big(src: Path, layer_mib: int) -> list[Path]:
+    tars = []
+    for i in range(4):
+        path = src / f"layer{i}.tar"
+        if not path.exists():
+            with tarfile.open(path.with_suffix(".tmp"), "w", format=tarfile.PAX_FORMAT) as tf:
+                ti = tarfile.TarInfo(f"data/big-{i}.bin")
+                ti.size, ti.mtime = layer_mib * MiB, 1700000000
+                tf.addfile(ti, io.BytesIO(os.urandom(ti.size)))
+            path.with_suffix(".tmp").rename(path)
+        tars.append(path)
+    return tars
+
+
+def build_usr(src: Path, limit: int) -> list[Path]:
+    path = src / "layer0.tar"
+    if not path.exists():
+        total = 0
+        with tarfile.open(path.with_suffix(".tmp"), "w", format=tarfile.PAX_FORMAT) as tf:
+            for top in ("/usr/lib", "/usr/share", "/usr/bin", "/usr/libexec"):
+                for dirpath, dirs, files in os.walk(top):
+                    dirs.sort()
+                    if total >= limit:
+                        break
+                    tf.add(dirpath, arcname=dirpath.lstrip("/"), recursive=False)
+                    for name in sorted(files):
+                        p = os.path.join(dirpath, name)
+                        try:
+                            st = os.lstat(p)
+                            if st.st_size > 16 * MiB:
+                                continue
+                            tf.add(p, arcname=p.lstrip("/"), recursive=False)
+                        except OSError:
+                            continue
+                        total += st.st_size
+                        if total >= limit:
+                            break
+        path.with_suffix(".tmp").rename(path)
+    return [path]
+
+
+def push_image(reg: Registry, src: Path, name: str, tars: list[Path], level: int) -> dict:
+    layers = []
+    for t in tars:
+        gz = t.with_suffix(f".tar.gz{level}")
+        if not gz.exists():
+            _gzip_file(t, gz.with_suffix(".tmp"), level)
+            gz.with_suffix(".tmp").rename(gz)
+        layers.append({"mediaType": OCI_LAYER_GZIP, "digest": _sha(gz), "size": gz.stat().st_size, "path": gz,
+                       "diff_id": _sha(t), "usize": t.stat().st_size, "tar": t})
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [ly["diff_id"] for ly in layers]}}).encode()
+    (src / "config.json").write_bytes(config)
+    cfg = {"mediaType": OCI_CONFIG, "digest": "sha256:" + hashlib.sha256(config).hexdigest(), "size": len(config)}
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": cfg,
+                           "layers": [{k: ly[k] for k in ("mediaType", "digest", "size")} for ly in layers]}).encode()
+    repo = f"bench/{name}"
+    with httpx.Client(base_url=f"http://{reg.host}", timeout=300) as c:
+        reg.push_blob(c, repo, src / "config.json", cfg["digest"])
+        for ly in layers:
+            reg.push_blob(c, repo, ly["path"], ly["digest"])
+        c.put(f"/v2/{repo}/manifests/1", content=manifest, headers={"Content-Type": OCI_MANIFEST}).raise_for_status()
+    return {"name": name, "ref": f"{reg.host}/{repo}:1", "digest": "sha256:" + hashlib.sha256(manifest).hexdigest(),
+            "layers": layers, "usize": sum(ly["usize"] for ly in layers)}
+
+
+# -- cases ---------------------------------------------------------------------------------------
+
+
+def hoist_config(workdir: Path) -> Path:
+    cfg = workdir / "hoist-config.toml"
+    cfg.write_text('version = 1\nenabled_plugins = ["hoist.content.v1.local", "hoist.resolver.v1.docker", '
+                   '"hoist.metadata.v1.sqlite", "hoist.snapshotter.v1.native", "hoist.snapshotter.v1.overlayfs"]\n')
+    return cfg
+
+
+def _fresh(path: Path) -> None:
+    if path.exists():
+        subprocess.run(["rm", "-rf", str(path)], check=True)
+    path.mkdir(parents=True)
+
+
+def hoist_pull_case(workdir: Path, img: dict, snapshotter: str):
+    dest = workdir / "dst" / "hoist-pull"
+    cmd = [*DIST, "--config", str(hoist_config(workdir)), "--root", str(dest / "root"), "--state", str(dest / "state"),
+           "pull", "--plain-http", "--progress", "none", "--snapshotter", snapshotter, img["ref"]]
+    return (lambda: _fresh(dest)), cmd
+
+
+def hoist_unpack_case(workdir: Path, img: dict, snapshotter: str):
+    dest = workdir / "dst" / f"hoist-fetched-{img['digest'][7:19]}"
+    base = [*DIST, "--config", str(hoist_config(workdir)), "--root", str(dest / "root"), "--state", str(dest / "state")]
+    if not (dest / "fetched").exists():
+        _fresh(dest)
+        subprocess.run([*base, "fetch", "--plain-http", "--progress", "none", img["ref"]], check=True, capture_output=True)
+        (dest / "fetched").touch()
+
+    def prepare() -> None:
+        for sid in ("native", "overlayfs"):
+            shutil.rmtree(dest / "root" / f"hoist.snapshotter.v1.{sid}", ignore_errors=True)
+
+    return prepare, [*base, "rootfs", "unpack", "--snapshotter", snapshotter, img["digest"]]
+
+
+def ctr_case(ctrd: Containerd, img: dict, snapshotter: str):
+    return ctrd.fresh, ["ctr", "--address", str(ctrd.sock), "images", "pull", "--plain-http", "--snapshotter", snapshotter,
+                        img["ref"]]
+
+
+def umoci_case(workdir: Path, img: dict):
+    layout = workdir / "layouts" / img["name"]
+    if not (layout / "index.json").exists():
+        shutil.rmtree(layout, ignore_errors=True)
+        layout.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{img['ref']}", f"oci:{layout}:1"],
+                       check=True)
+    dest = workdir / "dst" / "umoci"
+
+    def prepare() -> None:
+        if dest.exists():
+            subprocess.run(["rm", "-rf", str(dest)], check=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+
+    return prepare, ["umoci", "unpack", "--image", f"{layout}:1", str(dest)]
+
+
+def tar_case(workdir: Path, img: dict):
+    dest = workdir / "dst" / "tar"
+    script = " && ".join(f"tar -C {dest} -xzf {ly['path']}" for ly in img["layers"])
+    return (lambda: _fresh(dest)), ["sh", "-c", script]
+
+
+def gzip_case(img: dict):
+    return (lambda: None), ["sh", "-c", " && ".join(f"gzip -dc < {ly['path']} > /dev/null" for ly in img["layers"])]
+
+
+LIMIT_SCRIPT = """
+import hashlib, os, sys
+from isal import igzip
+out, digest = sys.argv[1], sys.argv[2] == "hash"
+for i, path in enumerate(sys.argv[3:]):
+    h = hashlib.sha256()
+    with igzip.open(path, "rb") as f, open(os.path.join(out, str(i)) if out != "-" else "/dev/null", "wb") as o:
+        while b := f.read(1 << 20):
+            if digest:
+                h.update(b)
+            o.write(b)
+"""
+
+
+def isal_case(workdir: Path, img: dict, write: bool, digest: bool = False):
+    out = workdir / "dst" / "limit"
+    paths = [str(ly["path"]) for ly in img["layers"]]
+    return (lambda: _fresh(out)), [sys.executable, "-c", LIMIT_SCRIPT, str(out) if write else "-",
+                                   "hash" if digest else "-", *paths]
+
+
+APPLY_SCRIPT = """
+import sys
+from hoist.archive import apply_layer
+for path in sys.argv[2:]:
+    with open(path, "rb") as f:
+        apply_layer(sys.argv[1], f, layer=path)
+"""
+
+
+def apply_case(workdir: Path, img: dict):
+    dest = workdir / "dst" / "apply"
+    return (lambda: _fresh(dest)), [sys.executable, "-c", APPLY_SCRIPT, str(dest), *(str(ly["path"]) for ly in img["layers"])]
+
+
+def warm(img: dict) -> None:
+    for ly in img["layers"]:
+        with open(ly["path"], "rb", buffering=0) as f:
+            while f.read(8 * MiB):
+                pass
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--images", default="big,usr")
+    ap.add_argument("--reduced", action="store_true")
+    ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "hoist-bench-unpack")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: unpacking sets owners and device nodes, and the snapshotters mount")
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    reg = Registry(work).start()
+    ctrd = Containerd(work)
+    results: dict = {}
+    try:
+        imgs = []
+        for name in args.images.split(","):
+            if name == "big":
+                size = 64 if args.reduced else 256
+                src = work / "src" / f"big-{size}"
+                src.mkdir(parents=True, exist_ok=True)
+                imgs.append(push_image(reg, src, "big", build_big(src, size), 1))
+            elif name == "usr":
+                limit = (64 if args.reduced else 270) * 1_000_000
+                src = work / "src" / f"usr-{limit}"
+                src.mkdir(parents=True, exist_ok=True)
+                imgs.append(push_image(reg, src, "usr", build_usr(src, limit), 6))
+            else:
+                raise SystemExit(f"unknown image {name!r} (big, usr)")
+        for img in imgs:
+            cases = {
+                "hoist pull (overlayfs)": hoist_pull_case(work, img, "overlayfs"),
+                "hoist pull (native)": hoist_pull_case(work, img, "native"),
+                "ctr images pull (overlayfs)": ctr_case(ctrd, img, "overlayfs"),
+                "ctr images pull (native)": ctr_case(ctrd, img, "native"),
+                "hoist rootfs unpack (overlayfs)": hoist_unpack_case(work, img, "overlayfs"),
+                "hoist rootfs unpack (native)": hoist_unpack_case(work, img, "native"),
+                "hoist apply_layer (one process)": apply_case(work, img),
+                "umoci unpack": umoci_case(work, img),
+                "limit: tar -xzf": tar_case(work, img),
+                "limit: gzip -dc > /dev/null": gzip_case(img),
+                "limit: isal -> /dev/null": isal_case(work, img, write=False),
+                "limit: isal -> file": isal_case(work, img, write=True),
+                "limit: isal + sha256 -> file": isal_case(work, img, write=True, digest=True),
+            }
+            # Users run with compiled bytecode: let Python write it (one untimed warm-up), whatever this shell says.
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+            subprocess.run([*DIST, "--config", str(hoist_config(work)), "--root", str(work / "dst" / "warm"), "--state",
+                            str(work / "dst" / "warm-state"), "snapshots", "ls"], env=env, capture_output=True, check=True)
+            times: dict[str, list[float]] = {k: [] for k in cases}
+            rss: dict[str, list[float]] = {k: [] for k in cases}
+            for _ in range(args.runs):
+                for label, (prepare, cmd) in cases.items():
+                    prepare()
+                    warm(img)
+                    wall, peak = timed(cmd, env=env)
+                    times[label].append(wall)
+                    rss[label].append(peak)
+            ctrd.stop()
+            n_layers = len(img["layers"])
+            print(f"\n# {img['name']}: {n_layers} gzip layer(s), {img['usize'] / 1e6:.0f} MB uncompressed, "
+                  f"{sum(ly['size'] for ly in img['layers']) / 1e6:.0f} MB compressed; {args.runs} run(s)")
+            for label in cases:
+                med = statistics.median(times[label])
+                print(f"  {label:34s} {med:7.2f}s  {min(times[label]):6.2f}-{max(times[label]):<6.2f} "
+                      f"{img['usize'] / med / 1e6:7.0f} MB/s  RSS {max(rss[label]):6.0f} MiB")
+            med = {k: statistics.median(v) for k, v in times.items()}
+            pull_ratio = med["hoist pull (overlayfs)"] / med["ctr images pull (overlayfs)"]
+            limit = med["limit: isal + sha256 -> file"]
+            unpack_ratio = med["hoist apply_layer (one process)"] / limit
+            print(f"  ratio hoist pull / ctr pull (overlayfs): {pull_ratio:.2f} (target <= {PULL_TARGET})"
+                  f" {'OK' if pull_ratio <= PULL_TARGET else 'MISSED'}")
+            print(f"  ratio hoist apply_layer / decompress+write limit: {unpack_ratio:.2f} (target <= {LIMIT_TARGET})"
+                  f" {'OK' if unpack_ratio <= LIMIT_TARGET else 'MISSED'}")
+            print(f"  ratio hoist apply_layer / tar -xzf: {med['hoist apply_layer (one process)'] / med['limit: tar -xzf']:.2f}")
+            print(f"  ratio hoist rootfs unpack (overlayfs) / umoci unpack: "
+                  f"{med['hoist rootfs unpack (overlayfs)'] / med['umoci unpack']:.2f}")
+            results[img["name"]] = {"times": times, "rss": rss, "usize": img["usize"], "pull_ratio": pull_ratio,
+                                    "unpack_ratio": unpack_ratio}
+    finally:
+        ctrd.stop()
+        reg.stop()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
