@@ -12,4 +12,10 @@ BUILTINS: dict[str, str] = {
     "hoist.grpc.v1.introspection": "hoist.services.introspection",
     "hoist.grpc.v1.namespaces": "hoist.services.namespaces",
     "hoist.grpc.v1.content": "hoist.services.content",
+    "hoist.grpc.v1.images": "hoist.services.images",
+    "hoist.grpc.v1.leases": "hoist.services.leases",
+    "hoist.grpc.v1.snapshots": "hoist.services.snapshots",
+    "hoist.grpc.v1.diff": "hoist.services.diff",
+    "hoist.snapshotter.v1.native": "hoist.snapshotters.native",
+    "hoist.snapshotter.v1.overlayfs": "hoist.snapshotters.overlay",
 }

@@ -6,12 +6,14 @@ mode (``address`` given) talks to ``hoistd`` (or a real containerd) over its gRP
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hoist import config as _config
-from hoist.errors import NotFoundError, UnsupportedError
+from hoist.errors import NotFoundError, UnavailableError, UnsupportedError
 from hoist.host import PluginHost
 from hoist.plugin import PluginResult
 
@@ -56,6 +58,11 @@ class Client:
         :raises PluginError: a required plugin failed to load (embedded mode).
         """
         if address:
+            from hoist.api.server import socket_answers, socket_path
+
+            if not socket_answers(socket_path(address)):
+                raise UnavailableError(f"{address}: nothing is serving on this socket; start it with "
+                                       f"`hoistd --address {address}`, or drop --address to run in-process")
             return cls(address=address, namespace=namespace)
         cfg = config if config is not None else load_config(config_path)
         cfg = cfg.with_overrides(root=root, state=state)
@@ -111,19 +118,68 @@ class Client:
 
     @property
     def content(self) -> Any:
-        """The content store: the ``hoist.content.v1`` plugin, or the daemon's Content service."""
+        """The content store: the ``hoist.content.v1`` plugin, or the daemon's Content service (under the current lease)."""
         if self.host is not None:
             return self.plugin("hoist.content.v1")
-        if "content" not in self._remote:
+        lease = self._remote.get("lease")
+        key = ("content", lease)
+        if key not in self._remote:
             from hoist.api.content_client import RemoteContentStore
 
-            self._remote["content"] = RemoteContentStore(self.channel(), namespace=self.namespace)
-        return self._remote["content"]
+            self._remote[key] = RemoteContentStore(self.channel(), namespace=self.namespace, lease=lease)
+        return self._remote[key]
 
     @property
     def metadata(self) -> Any:
-        """The metadata store (``hoist.metadata.v1``), embedded mode."""
-        return self.plugin("hoist.metadata.v1")
+        """The metadata store: the ``hoist.metadata.v1`` plugin, or the daemon's Images/Leases/Namespaces services."""
+        if self.host is not None:
+            return self.plugin("hoist.metadata.v1")
+        if "metadata" not in self._remote:
+            from hoist.api.metadata_client import RemoteMetadataStore
+
+            self._remote["metadata"] = RemoteMetadataStore(self.channel())
+        return self._remote["metadata"]
+
+    @property
+    def images(self) -> Any:
+        """The images of this client's namespace."""
+        return self.metadata.images(self.namespace)
+
+    @property
+    def leases(self) -> Any:
+        """The leases of this client's namespace."""
+        return self.metadata.leases(self.namespace)
+
+    def snapshotter(self, name: str = "overlayfs") -> Any:
+        """Snapshotter ``name`` in this client's namespace: the plugin (embedded) or the daemon's Snapshots service.
+
+        :raises NotFoundError: no such snapshotter is loaded (embedded mode).
+        """
+        if self.host is not None:
+            from hoist.snapshots import namespaced
+
+            found = self.plugins_of("hoist.snapshotter.v1")
+            if name not in found:
+                raise NotFoundError(f"snapshotter {name}: not loaded")
+            return namespaced(found[name], self.namespace)
+        from hoist.api.snapshots_client import RemoteSnapshotter
+
+        return RemoteSnapshotter(self.channel(), name, self.namespace, lease=self._remote.get("lease"))
+
+    @contextlib.contextmanager
+    def with_lease(self, expiry: Any = None) -> Iterator[Any]:
+        """Hold a daemon lease for the block, so content written meanwhile is safe from GC (a no-op in-process)."""
+        if self.host is not None or self._remote.get("lease"):
+            yield self._remote.get("lease")
+            return
+        from hoist.api.leases_client import DEFAULT_EXPIRY, temporary_lease
+
+        with temporary_lease(self.leases, expiry or DEFAULT_EXPIRY) as lease:
+            self._remote["lease"] = lease
+            try:
+                yield lease
+            finally:
+                self._remote.pop("lease", None)
 
     def resolver(self, ref: str, options: Any = None) -> Any:
         """A resolver for ``ref``: the first ``hoist.resolver.v1`` plugin that claims it, the docker one last.

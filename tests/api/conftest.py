@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from support.hoistd import HoistdProcess
+
 CONTAINERD = "/usr/bin/containerd"
 
 # Everything that would reach outside the temp dir, or needs a runtime, is off.
@@ -78,6 +80,20 @@ class PrivateContainerd:
 def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateContainerd]:
     """A running private containerd (Debian's 1.6); its socket is ``containerd.address``."""
     daemon = PrivateContainerd(tmp_path_factory.mktemp("containerd"))
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+# -- Hoist's daemon with every core service (support.hoistd) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hoistd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HoistdProcess]:
+    """A running ``hoistd`` process serving every core service (its socket is ``hoistd.address``)."""
+    daemon = HoistdProcess(tmp_path_factory.mktemp("hoistd"))
     daemon.start()
     try:
         yield daemon

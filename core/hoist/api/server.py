@@ -71,9 +71,15 @@ def socket_answers(path: Path, timeout: float = 1.0) -> bool:
         s.close()
 
 
+SERVICE_PLUGIN_TYPE = "hoist.service.v1"
+
+
 def _grpc_services(plugins: PluginSource | Mapping[str, Any] | Iterable[Any]) -> list[tuple[str, Any]]:
     if hasattr(plugins, "get_all"):
-        return sorted(plugins.get_all(GRPC_PLUGIN_TYPE).items())
+        # hoist.grpc.v1 plugins are services by definition; hoist.service.v1 plugins serve when they can register.
+        services = sorted(plugins.get_all(GRPC_PLUGIN_TYPE).items())
+        return services + sorted((k, v) for k, v in plugins.get_all(SERVICE_PLUGIN_TYPE).items()
+                                 if callable(getattr(v, "register", None)))
     if isinstance(plugins, Mapping):
         return sorted(plugins.items())
     return [(type(p).__name__, p) for p in plugins]
@@ -175,10 +181,29 @@ def namespace_of(context: grpc.ServicerContext) -> str:
     return validate_identifier("namespace", ns)
 
 
+_LEASE_ID = re.compile(r"[A-Za-z0-9._=-]+")
+_MAX_LEASE_ID = 255
+
+
+def validate_lease_id(value: str) -> str:
+    """``value`` if it can name a lease: containerd's clients make ids like ``565143709-W5G_bA==``.
+
+    :raises InvalidArgumentError: empty, longer than 255 characters, or not ``[A-Za-z0-9._=-]+``.
+    """
+    if not value:
+        raise InvalidArgumentError("lease id must not be empty")
+    if len(value) > _MAX_LEASE_ID or not _LEASE_ID.fullmatch(value):
+        raise InvalidArgumentError(f"lease id {value[:_MAX_LEASE_ID]!r}: must be at most {_MAX_LEASE_ID} of [A-Za-z0-9._=-]")
+    return value
+
+
 def lease_of(context: grpc.ServicerContext) -> str | None:
-    """The lease a call is made under (``containerd-lease`` metadata), or ``None``."""
+    """The lease a call is made under (``containerd-lease`` metadata), or ``None``.
+
+    :raises InvalidArgumentError: the id is malformed (see :func:`validate_lease_id`).
+    """
     lease = _metadata(context, LEASE_HEADER)
-    return validate_identifier("lease", lease) if lease else None
+    return validate_lease_id(lease) if lease else None
 
 
 __all__ = [
@@ -193,4 +218,5 @@ __all__ = [
     "socket_answers",
     "socket_path",
     "validate_identifier",
+    "validate_lease_id",
 ]
