@@ -81,5 +81,16 @@ def version(g: Globals) -> None:
         click.echo(f"  Revision: {rev or '-'}")
 
 
+def _attach() -> None:
+    from hoist.cli.hoist_containers import containers, containers_events, run as run_command
+
+    hoist.add_command(run_command)
+    hoist.add_command(containers)
+    hoist.add_command(containers_events, "events")
+
+
+_attach()
+
+
 def main() -> None:
     run(hoist)

@@ -1,0 +1,288 @@
+"""``hoist run`` and ``hoist containers …`` as a user runs them: in-process on a root, and against hoistd.
+
+Real parts: the test registry's busybox images, the builtin runtime, the overlay or native
+snapshotter, a real ``hoistd`` process restarted under a running container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BUILTINS = {
+    "hoist.metadata.v1.sqlite": "hoist.metadata.plugin",
+    "hoist.snapshotter.v1.native": "hoist.snapshotters.native",
+    "hoist.snapshotter.v1.overlayfs": "hoist.snapshotters.overlay",
+    "hoist.grpc.v1.version": "hoist.services.version",
+    "hoist.grpc.v1.introspection": "hoist.services.introspection",
+    "hoist.grpc.v1.namespaces": "hoist.services.namespaces",
+    "hoist.grpc.v1.content": "hoist.services.content",
+    "hoist.grpc.v1.images": "hoist.services.images",
+}
+PLUGINS = ("hoist.content.v1.local", "hoist.resolver.v1.docker", "hoist.runtime.v1.builtin",
+           "hoist.service.v1.execution", *BUILTINS)
+# `hoist` with these builtins and the container commands even before hoist.builtins and hoist.cli.hoist list them.
+HOIST = [sys.executable, "-c", (
+    "import sys, hoist.builtins as b\n"
+    f"for k, v in {BUILTINS!r}.items(): b.BUILTINS.setdefault(k, v)\n"
+    "sys.argv[0] = 'hoist'\n"
+    "from hoist.cli import hoist_containers as h\n"
+    "from hoist.cli.hoist import hoist, main\n"
+    "for c in (h.run, h.containers): hoist.commands.setdefault(c.name, c)\n"
+    "main()"
+)]
+# hoistd serving hoist.service.v1 instances too, whether or not hoist.api.server collects them yet.
+HOISTD = [sys.executable, "-c", (
+    "import sys, hoist.builtins as b, hoist.api.server as s\n"
+    f"for k, v in {BUILTINS!r}.items(): b.BUILTINS.setdefault(k, v)\n"
+    "_collect = s._grpc_services\n"
+    "def _with_services(plugins):\n"
+    "    found = list(_collect(plugins))\n"
+    "    have = {id(x) for _, x in found}\n"
+    "    if hasattr(plugins, 'get_all'):\n"
+    "        found += [(k, v) for k, v in sorted(plugins.get_all('hoist.service.v1').items()) if id(v) not in have]\n"
+    "    return found\n"
+    "s._grpc_services = _with_services\n"
+    "sys.argv[0] = 'hoistd'\n"
+    "from hoist.cli.hoistd import main\n"
+    "main()"
+)]
+
+
+def write_config(base: Path) -> Path:
+    names = ", ".join(f'"{p}"' for p in PLUGINS)
+    path = base / "config.toml"
+    path.write_text(
+        "version = 1\n"
+        f'root = "{base / "root"}"\n'
+        f'state = "{base / "state"}"\n'
+        f"enabled_plugins = [{names}]\n"
+        'required_plugins = ["hoist.service.v1.execution"]\n'
+        f'[grpc]\naddress = "{base / "hoistd.sock"}"\ngid = {os.getgid()}\n'
+        '[plugins."hoist.content.v1.local"]\nfsync = false\n'
+        '[plugins."hoist.runtime.v1.builtin"]\nkill_timeout = 1.0\n'
+    )
+    return path
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(HOIST_CONFIG=str(write_config(tmp_path)))
+    for k in ("HOIST_ADDRESS", "HOIST_ROOT", "HOIST_STATE", "HOIST_NAMESPACE"):
+        e.pop(k, None)
+    return e
+
+
+def hoist(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([*HOIST, *args], env=env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode())
+
+
+@pytest.fixture
+def cleanup(env: dict[str, str]) -> Iterator[list[str]]:
+    """Containers named here are force-deleted after the test (in-process) when they are still there."""
+    ids: list[str] = []
+    yield ids
+    left = set(hoist(env, "containers", "ls", "-q").stdout.split()) & set(ids)
+    if left:
+        hoist(env, "containers", "rm", "-f", *sorted(left))
+
+
+def test_run_prints_the_images_output_and_exits_with_its_status(registry, env, cleanup) -> None:
+    ref = registry.ref("test/busybox:1")
+    r = hoist(env, "run", "--plain-http", "--progress", "plain", ref, "hello")
+    cleanup.append("hello")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "hello from busybox\n"
+    assert f"pulling {ref}" in r.stderr
+
+    r = hoist(env, "containers", "ls")
+    rows = [line.split() for line in r.stdout.splitlines()]
+    assert rows == [["ID", "IMAGE", "STATUS", "PID", "EXIT", "RUNTIME"],
+                    ["hello", ref, "stopped", rows[1][3], "0", "hoist.runtime.v1.builtin"]]
+
+    # the image is local now: no second pull; stderr and the exit code come through; --rm removes it
+    r = hoist(env, "run", "--rm", ref, "fails", "sh", "-c", "echo to-out; echo to-err >&2; exit 7")
+    assert (r.returncode, r.stdout, r.stderr) == (7, "to-out\n", "to-err\n")
+    r = hoist(env, "containers", "get", "fails")
+    assert r.returncode == 1 and r.stderr == "hoist: container fails: not found in namespace default\n"
+
+
+def test_run_with_overrides(registry, env) -> None:
+    ref = registry.ref("test/busybox:1")
+    script = 'echo "$GREETING"; pwd; id; hostname; echo $HOME'
+    r = hoist(env, "run", "--rm", "--plain-http", "--progress", "none", "-e", "GREETING=hi there", "--cwd", "/etc",
+              "--user", "nobody", "--hostname", "box1", ref, "ov", "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["hi there", "/etc", "uid=65534(nobody) gid=65534(nogroup)",
+                                     "box1", "/"]
+    # defaults: the image's user and command, the container id as hostname, pid 1, only fds 0-2
+    r = hoist(env, "run", "--rm", ref, "defaults", "sh", "-c", "id -u; hostname; echo $$; ls /proc/self/fd")
+    assert r.stdout.split() == ["0", "defaults", "1", "0", "1", "2", "3"], r.stderr  # 3: ls's own directory fd
+    # read-only root filesystem and no network
+    r = hoist(env, "run", "--rm", "--read-only", "--net", "none", ref, "ro", "sh", "-c",
+              "touch /x 2>/dev/null && echo writable || echo read-only; ls /sys/class/net")
+    assert r.stdout.split() == ["read-only", "lo"], r.stderr
+
+
+def test_run_errors_are_one_line(registry, env) -> None:
+    ref = registry.ref("test/busybox:1")
+    r = hoist(env, "run", "--plain-http", "--progress", "none", ref, "../../tmp/x")
+    assert r.returncode == 1
+    assert r.stderr.startswith("hoist: invalid container id '../../tmp/x': ") and r.stderr.count("\n") == 1
+    r = hoist(env, "run", "--rm", "--user", "4294967296", ref, "baduser")
+    assert (r.returncode, r.stderr) == (1, "hoist: uid 4294967296: out of range (0 to 2147483647)\n")
+    r = hoist(env, "run", "--rm", "--cwd", "/proc/self/fd/3", ref, "badcwd")
+    assert (r.returncode, r.stderr) == (1, "hoist: working directory /proc/self/fd/3: inside /proc, refused\n")
+    r = hoist(env, "containers", "ls", "-q")
+    assert r.stdout == ""
+
+
+def test_whiteouts_are_honoured_in_the_containers_root(registry, env) -> None:
+    for name, script, expected in [
+        ("test/whiteout:1", "ls /etc", "group\nkept.txt\npasswd\n"),
+        ("test/opaque:1", "find /data | sort", "/data\n/data/new\n"),
+    ]:
+        r = hoist(env, "run", "--rm", "--plain-http", "--progress", "none", registry.ref(name), "w", "sh", "-c", script)
+        assert (r.returncode, r.stdout) == (0, expected), r.stderr
+
+
+class Hoistd:
+    """A hoistd process on the test's config; stopped by PID."""
+
+    def __init__(self, env: dict[str, str], base: Path) -> None:
+        self.env = env
+        self.address = base / "hoistd.sock"
+        self.log = base / "hoistd.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        mark = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([*HOISTD, "--config", self.env["HOIST_CONFIG"]], env=self.env,
+                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while b"hoistd serving on" not in self.log.read_bytes()[mark:]:
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.log.read_text()[-3000:]
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def hoistd(env: dict[str, str], tmp_path: Path) -> Iterator[Hoistd]:
+    d = Hoistd(env, tmp_path)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def test_against_hoistd_a_container_survives_a_restart(registry, env, hoistd, cleanup) -> None:
+    ref = registry.ref("test/busybox:1")
+    remote = dict(env, HOIST_ADDRESS=str(hoistd.address))
+    r = hoist(remote, "run", "--plain-http", "--progress", "none", ref, "hello")
+    cleanup.append("hello")
+    assert (r.returncode, r.stdout) == (0, "hello from busybox\n"), r.stderr
+
+    r = hoist(remote, "run", "-d", ref, "long", "sh", "-c", "echo started; trap 'echo bye; exit 3' TERM; "
+              "while true; do sleep 0.1; done")
+    cleanup.append("long")
+    assert (r.returncode, r.stdout) == (0, "long\n"), r.stderr
+    before = json.loads(hoist(remote, "containers", "get", "long").stdout)
+    assert before["status"] == "running" and before["pid"] > 0
+    os.kill(before["pid"], 0)
+
+    hoistd.stop()
+    hoistd.start()
+    after = json.loads(hoist(remote, "containers", "get", "long").stdout)
+    assert (after["status"], after["pid"], after["exit_status"]) == ("running", before["pid"], None)
+
+    r = hoist(remote, "containers", "rm", "long")
+    assert (r.returncode, r.stderr) == (1, "hoist: container long: is running; kill it first, or delete it with force\n")
+    assert hoist(remote, "containers", "kill", "long").returncode == 0
+    r = hoist(remote, "containers", "wait", "long")
+    assert (r.returncode, r.stdout) == (0, "3\n"), r.stderr
+    r = hoist(remote, "containers", "logs", "long")
+    assert r.stdout == "started\nbye\n"
+    r = hoist(remote, "containers", "kill", "long")
+    assert (r.returncode, r.stderr) == (1, "hoist: container long: process already finished\n")
+    assert hoist(remote, "containers", "rm", "long").stdout == "long\n"
+    assert hoist(remote, "containers", "ls", "-q").stdout == "hello\n"
+
+
+def test_events_stream_shows_a_containers_life(registry, env, hoistd) -> None:
+    ref = registry.ref("test/busybox:1")
+    remote = dict(env, HOIST_ADDRESS=str(hoistd.address))
+    assert hoist(remote, "run", "--plain-http", "--progress", "none", "--rm", ref, "warm", "true").returncode == 0
+    events = subprocess.Popen([*HOIST, "--debug", "containers", "events", "--count", "4"], env=remote,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert events.stderr is not None
+        for line in events.stderr:  # --debug says when the daemon has subscribed the stream
+            if "containers events: subscribed" in line:
+                break
+        r = hoist(remote, "run", "--rm", ref, "ev", "sh", "-c", "exit 5")
+        assert r.returncode == 5, r.stderr
+        out, err = events.communicate(timeout=30)
+    finally:
+        if events.poll() is None:
+            events.kill()
+            events.wait()
+    lines = out.splitlines()
+    assert [line.split()[1:3] for line in lines] == [["create", "default/ev"], ["start", "default/ev"],
+                                                     ["exit", "default/ev"], ["delete", "default/ev"]], err
+    assert re.search(r" pid=\d+ exit_status=5$", lines[2]) and lines[3].endswith("exit_status=5")
+
+
+def test_events_in_process_say_to_use_the_daemon(env) -> None:
+    r = hoist(env, "containers", "events")
+    assert (r.returncode, r.stderr) == (1, "hoist: events: only hoistd sees every container's events; use --address\n")
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "containers.md"
+
+
+def test_the_docs_example_prints_what_the_page_says(registry, env, cleanup) -> None:
+    import shlex
+
+    text = DOC.read_text()
+    block = re.search(r"## Example\n\n```console\n(.*?)```", text, re.S).group(1)
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        else:
+            steps[-1][1].append(line)
+    cleanup.extend(["hello", "web", "greet", "fails"])
+    last = 0
+    for command, expected in steps:
+        if command == "echo $?":
+            assert [str(last)] == expected
+            continue
+        argv = shlex.split(command.replace("127.0.0.1:5000", registry.host))
+        assert argv[0] == "hoist"
+        r = hoist(env, *argv[1:])
+        last = r.returncode
+        if last != 0:
+            nxt = steps[steps.index((command, expected)) + 1][0]
+            assert nxt == "echo $?", f"{command}: exit {last}: {r.stderr}"
+        assert r.stdout.splitlines() == expected, f"{command}: {r.stderr}"
