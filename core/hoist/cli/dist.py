@@ -31,6 +31,12 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("hoist.cli.dist_images", "images"),
     ("hoist.cli.dist_push", "push"),
     ("hoist.cli.dist_push", "push_object"),
+    ("hoist.cli.dist_transfer", "export"),
+    ("hoist.cli.dist_transfer", "import_"),
+    ("hoist.cli.dist_rootfs", "pull"),
+    ("hoist.cli.dist_rootfs", "rootfs"),
+    ("hoist.cli.dist_rootfs", "apply"),
+    ("hoist.cli.dist_rootfs", "snapshots"),
 ]
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,30 +10,8 @@ import pytest
 
 from hoist.oci_spec import ImageConfig, SpecOptions, generate_spec
 from hoist.runtime import IO, Bundle, Exit
+from hoist.testing.runtime import make_rootfs
 from hoist_runtime_builtin.runtime import BuiltinRuntime, BuiltinRuntimeConfig
-
-BUSYBOX = Path("/bin/busybox")
-PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
-GROUP = "root:x:0:\nwheel:x:10:root\napp:x:1000:\nextra:x:2000:app,nobody\nnogroup:x:65534:\n"
-
-
-def make_rootfs(root: Path) -> Path:
-    """A root filesystem with Debian's static busybox, every applet, and a non-root user ``app``."""
-    (root / "bin").mkdir(parents=True)
-    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for name in applets:
-        if name != "busybox":
-            os.symlink("busybox", root / "bin" / name)
-    for d in ("proc", "sys", "dev", "etc", "root", "srv/data", "home/app"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    (root / "tmp").mkdir(mode=0o1777)
-    os.chmod(root / "tmp", 0o1777)
-    os.chown(root / "home" / "app", 1000, 1000)
-    (root / "etc" / "passwd").write_text(PASSWD)
-    (root / "etc" / "group").write_text(GROUP)
-    (root / "srv" / "data" / "greeting.txt").write_text("hi from the image\n")
-    return root
 
 
 @pytest.fixture(scope="session")

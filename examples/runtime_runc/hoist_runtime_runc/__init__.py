@@ -1,0 +1,1 @@
+"""A Hoist runtime plugin (``hoist.runtime.v1.runc``) that hands bundles to runc."""
