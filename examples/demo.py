@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Hoist's end-to-end demo: start hoistd on a temporary root, show its plugins, stop it cleanly.
+"""Hoist end to end: a registry on loopback, hoistd, an image fetched over the API, a container run from it.
 
-Run by `make demo` after set-up; every step prints what it runs.
+`make demo` runs this after set-up. Every step prints the command it runs; everything lives under a
+temporary directory and every process it starts is stopped by PID at the end.
 """
 
 from __future__ import annotations
@@ -14,52 +15,83 @@ import tempfile
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from support.images import ImageSet  # noqa: E402  (the project's own deterministic image builder)
+from support.registry import Registry  # noqa: E402  (Docker Distribution on 127.0.0.1)
 
 
 def step(title: str) -> None:
     print(f"\n==> {title}", flush=True)
 
 
-def sh(*args: object, check: bool = True) -> subprocess.CompletedProcess:
+def sh(*args: object, expect: str | None = None) -> str:
     print("$ " + " ".join(shlex.quote(str(a)) for a in args), flush=True)
-    r = subprocess.run([str(a) for a in args], text=True)
-    if check and r.returncode != 0:
-        sys.exit(f"demo: {args[0]} failed with exit code {r.returncode}")
-    return r
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True)
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr)
+    if r.returncode != 0:
+        sys.exit(f"demo: {Path(str(args[0])).name} failed with exit code {r.returncode}")
+    if expect is not None and expect not in r.stdout:
+        sys.exit(f"demo: expected {expect!r} in the output of {Path(str(args[0])).name}")
+    return r.stdout
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hoist-demo-") as tmp:
         t = Path(tmp)
-        sock = t / "hoistd.sock"
-        config = t / "hoistd.toml"
-        step("the default configuration, with a temporary root")
-        default = subprocess.run([BIN / "hoistd", "config", "default"], capture_output=True, text=True, check=True).stdout
-        config.write_text(default.replace('"/var/lib/hoist"', f'"{t / "root"}"').replace('"/run/hoist"', f'"{t / "state"}"')
-                          .replace('"/run/hoist/hoistd.sock"', f'"{sock}"'))
-        print(config.read_text())
-        step("start hoistd")
-        log = t / "hoistd.log"
-        proc = subprocess.Popen([BIN / "hoistd", "--config", config], stdout=log.open("w"), stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not sock.exists():
-                print(log.read_text())
-                sys.exit("demo: hoistd did not come up")
-            print(log.read_text(), end="")
-            step("its plugins")
-            sh(BIN / "hoist", "--config", config, "plugins", "ls")
-            sh(BIN / "dist", "-v")
-        finally:
-            step("stop hoistd with SIGTERM")
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=30)
-            print(f"hoistd exited with {code}; socket removed: {not sock.exists()}")
-            if code != 0 or sock.exists():
-                sys.exit("demo: hoistd did not stop cleanly")
+        step("a Docker Distribution registry on 127.0.0.1, holding a busybox image")
+        with Registry(t / "registry").start() as registry:
+            layout = ImageSet(t / "layouts").busybox()
+            registry.push_http(layout, "demo/busybox", "1")
+            ref = f"{registry.host}/demo/busybox:1"
+            print(f"pushed {ref}")
+
+            step("hoistd with the default configuration on a temporary root")
+            sock = t / "run" / "hoistd.sock"
+            config = t / "hoistd.toml"
+            default = subprocess.run([BIN / "hoistd", "config", "default"], capture_output=True, text=True,
+                                     check=True).stdout
+            config.write_text(default.replace('"/var/lib/hoist"', f'"{t / "root"}"')
+                              .replace('"/run/hoist/hoistd.sock"', f'"{sock}"')
+                              .replace('"/run/hoist"', f'"{t / "state"}"'))
+            log = t / "hoistd.log"
+            print(f"$ hoistd --config {config} &")
+            proc = subprocess.Popen([BIN / "hoistd", "--config", config], stdout=log.open("w"),
+                                    stderr=subprocess.STDOUT)
+            try:
+                deadline = time.monotonic() + 60
+                while "hoistd serving" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                print(log.read_text(), end="")
+                if "hoistd serving" not in log.read_text():
+                    sys.exit("demo: hoistd did not come up")
+                a = ("--address", sock)
+
+                step("its plugins, through Hoist and through containerd's own ctr")
+                sh(BIN / "hoist", *a, "plugins", "ls")
+                sh("ctr", "--address", sock, "version")
+
+                step("resolve and fetch the image through hoistd's API")
+                sh(BIN / "dist", *a, "resolve", ref)
+                sh(BIN / "dist", *a, "fetch", "--progress", "plain", ref)
+                sh(BIN / "dist", *a, "images", "ls", expect=ref)
+                sh("ctr", "--address", sock, "images", "check", expect=ref)
+
+                step("run a container from it")
+                sh(BIN / "hoist", *a, "run", "--rm", ref, "demo1", expect="hello from busybox")
+                sh(BIN / "hoist", *a, "run", "--rm", ref, "demo2", "/bin/sh", "-c",
+                   "echo pid $$ on $(hostname) as $(id -un)", expect="pid 1 on demo2 as root")
+                sh(BIN / "hoist", *a, "containers", "ls")
+            finally:
+                step("stop hoistd with SIGTERM")
+                proc.send_signal(signal.SIGTERM)
+                code = proc.wait(timeout=60)
+                print(f"hoistd exited with {code}; socket removed: {not sock.exists()}")
+                if code != 0 or sock.exists():
+                    sys.exit("demo: hoistd did not stop cleanly")
     print("\ndemo: done")
 
 

@@ -1,0 +1,19 @@
+"""`make demo`'s job, run as a user runs it: registry, hoistd, fetch over the API, a container, clean stop."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_end_to_end():
+    r = subprocess.run([sys.executable, REPO / "examples" / "demo.py"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout
+    assert "hello from busybox" in out
+    assert "pid 1 on demo2 as root" in out
+    assert "hoistd exited with 0; socket removed: True" in out
+    assert out.rstrip().endswith("demo: done")
