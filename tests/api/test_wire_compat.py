@@ -95,7 +95,9 @@ def field_facts(field: descriptor_pb2.FieldDescriptorProto) -> tuple:
 
 
 def test_hoist_covers_every_proto_file_it_ships() -> None:
-    assert sorted(str(p) for p in generate.proto_files()) == sorted(FILES)
+    # Every containerd-package proto Hoist ships is compared; Hoist's own services (hoist/api/hoist/...) are not containerd's.
+    shipped = [str(p) for p in generate.proto_files() if not str(p).startswith("hoist/api/hoist/")]
+    assert sorted(shipped) == sorted(FILES)
 
 
 @pytest.mark.parametrize("hoist_name", sorted(FILES))

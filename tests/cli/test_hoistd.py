@@ -15,8 +15,9 @@ BIN = Path(sys.executable).parent
 
 
 def write_config(tmp: Path, extra: str = "", enabled: list[str] | None = None, required: list[str] | None = None) -> Path:
-    enabled = enabled if enabled is not None else ["hoist.content.v1.local", "hoist.runtime.v1.builtin",
-                                                   "hoist.service.v1.execution"]
+    enabled = enabled if enabled is not None else ["hoist.content.v1.local", "hoist.metadata.v1.sqlite",
+                                                   "hoist.runtime.v1.builtin", "hoist.service.v1.execution",
+                                                   "hoist.snapshotter.v1.native"]
     required = required if required is not None else ["hoist.content.v1.local"]
     p = tmp / "hoistd.toml"
     p.write_text(
@@ -40,7 +41,7 @@ def wait_for(pred, timeout: float = 20.0) -> None:
 
 
 DAEMON_PLUGINS = ["hoist.content.v1.local", "hoist.metadata.v1.sqlite", "hoist.runtime.v1.builtin",
-                  "hoist.service.v1.execution", "hoist.grpc.v1.version", "hoist.grpc.v1.introspection",
+                  "hoist.service.v1.execution", "hoist.snapshotter.v1.native", "hoist.grpc.v1.version", "hoist.grpc.v1.introspection",
                   "hoist.grpc.v1.content", "hoist.grpc.v1.namespaces"]
 
 
@@ -158,7 +159,9 @@ def test_plugins_ls_lists_type_id_status(tmp_path):
     assert lines[0].split() == ["TYPE", "ID", "STATUS"]
     assert [line.split() for line in lines[1:]] == [
         ["hoist.content.v1", "local", "ok"],
+        ["hoist.metadata.v1", "sqlite", "ok"],
         ["hoist.runtime.v1", "builtin", "ok"],
+        ["hoist.snapshotter.v1", "native", "ok"],
         ["hoist.service.v1", "execution", "ok"],
     ]
 

@@ -637,6 +637,7 @@ class LocalContentStore:
             raise InvalidArgumentError(f"ingest {_show(ref)}: invalid total {total!r}")
         total = total or 0
         if want is not None and self._blob_path(want).exists():
+            self._drop_finished_ingest(key, ref, want)
             raise AlreadyExistsError(f"content {want}: already exists")
         lock = _RefLock(self.root / "locks" / key, ref)
         lock.acquire()
@@ -645,6 +646,25 @@ class LocalContentStore:
         except BaseException:
             lock.release()
             raise
+
+    def _drop_finished_ingest(self, key: str, ref: str, want: Digest) -> None:
+        # A writer killed between publishing the blob and removing its ingest leaves an ingest whose
+        # work is done; the next writer for that blob removes it instead of leaving it listed forever.
+        path = self.root / "ingest" / key
+        try:
+            if not path.is_dir() or self._read_expected(path) != want:
+                return
+        except (OSError, InvalidArgumentError):
+            return
+        lock = _RefLock(self.root / "locks" / key, ref)
+        try:
+            lock.acquire()
+        except UnavailableError:
+            return
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            lock.release()
 
     def _open(self, lock: _RefLock, path: Path, ref: str, total: int, want: Digest | None) -> LocalWriter:
         resumed = self._resume(path, ref, total, want)

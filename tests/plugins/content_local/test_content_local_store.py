@@ -276,3 +276,19 @@ def test_plugin_registration(tmp_path: Path) -> None:
     assert (default.fsync, default.writeback_bytes) == (True, 8 << 20)
     with pytest.raises(ValueError, match="writeback_mib"):
         reg.config(writeback_mib=-1)
+
+
+def test_a_finished_ingest_left_behind_is_removed_by_the_next_writer_of_its_blob(tmp_path):
+    # As a writer killed between publishing its blob and removing its ingest leaves things.
+    store = LocalContentStore(tmp_path / "content")
+    data = b"finished" * 1000
+    dgst = Digest.from_bytes(data)
+    w = store.writer("layer-x", total=len(data), expected=dgst)
+    w.write(data)
+    w.close()
+    write_blob(store, "another-ref", io.BytesIO(data), len(data), dgst)
+    assert [st.ref for st in store.list_statuses()] == ["layer-x"]
+    with pytest.raises(AlreadyExistsError, match=f"content {dgst}: already exists"):
+        store.writer("layer-x", total=len(data), expected=dgst)
+    assert store.list_statuses() == []
+    assert store.info(dgst).size == len(data)
