@@ -177,3 +177,28 @@ def test_cli_errors_are_one_line_and_usage_errors_exit_2(tmp_path):
     assert "No such command 'no-such-command'" in u.stderr
     d = subprocess.run([BIN / "hoist", "--debug", "--config", bad, "plugins", "ls"], capture_output=True, text=True, timeout=60)
     assert d.returncode == 1 and "Traceback" in d.stderr
+
+
+def test_client_mode_follows_flags_then_a_live_default_socket(daemon, tmp_path, monkeypatch):
+    from hoist import config as hconfig
+    from hoist.cli.common import Globals
+
+    _, sock, _, _ = daemon
+    monkeypatch.setattr(hconfig, "DEFAULT_ADDRESS", str(sock))
+    assert Globals()._live_default_address() == str(sock)
+    assert Globals(root=str(tmp_path / "r"))._live_default_address() is None
+    assert Globals(config=str(tmp_path / "c.toml"))._live_default_address() is None
+    monkeypatch.setattr(hconfig, "DEFAULT_ADDRESS", str(tmp_path / "nothing.sock"))
+    assert Globals()._live_default_address() is None
+
+
+def test_debug_says_which_mode_and_a_dead_socket_says_how_to_start_hoistd(tmp_path):
+    r = subprocess.run([BIN / "dist", "--debug", "--root", tmp_path / "r", "--state", tmp_path / "s", "images", "ls"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"running plugins in-process on root {tmp_path / 'r'}, namespace default" in r.stderr
+    dead = tmp_path / "dead.sock"
+    d = subprocess.run([BIN / "dist", "--address", dead, "images", "ls"], capture_output=True, text=True, timeout=60)
+    assert d.returncode == 1
+    assert d.stderr == (f"dist: {dead}: nothing is serving on this socket; start it with "
+                        f"`hoistd --address {dead}`, or drop --address to run in-process\n")

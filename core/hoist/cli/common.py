@@ -9,10 +9,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from pathlib import Path
+
 import attrs
 import click
 
 from hoist.errors import HoistError
+
+log = logging.getLogger("hoist.cli")
 
 PACKAGE = "hoist"
 
@@ -30,13 +34,32 @@ class Globals:
     _client: Any = None
 
     def client(self) -> Any:
-        """The (cached) client: remote when ``--address`` is set, else embedded on ``--root``."""
+        """The (cached) client.
+
+        Remote when ``--address`` (or ``HOIST_ADDRESS``) names a socket; embedded on ``--root`` when
+        ``--root`` or ``--config`` is given; otherwise remote if a daemon answers on the default
+        socket, else embedded on the configured root.
+        """
         if self._client is None:
             from hoist.client import Client
 
-            self._client = Client.open(root=self.root, state=self.state, address=self.address,
+            address = self.address or self._live_default_address()
+            if address:
+                log.debug("using the daemon at %s, namespace %s", address, self.namespace)
+            else:
+                log.debug("running plugins in-process on root %s, namespace %s",
+                          self.root or "from the config", self.namespace)
+            self._client = Client.open(root=self.root, state=self.state, address=address,
                                        namespace=self.namespace, config_path=self.config)
         return _Borrowed(self._client)
+
+    def _live_default_address(self) -> str | None:
+        if self.root is not None or self.config is not None:
+            return None
+        from hoist.api.server import socket_answers
+        from hoist.config import DEFAULT_ADDRESS
+
+        return DEFAULT_ADDRESS if socket_answers(Path(DEFAULT_ADDRESS)) else None
 
     def close(self) -> None:
         if self._client is not None:
