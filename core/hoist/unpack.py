@@ -91,6 +91,7 @@ def unpack(
     labels: Mapping[str, str] | None = None,
     wait: Callable[[int, Descriptor], None] | None = None,
     on_layer: Callable[[LayerResult], None] | None = None,
+    applier: Any = None,
 ) -> UnpackResult:
     """Unpack ``layers`` (a manifest's, in order) from ``provider`` into ``snapshotter``.
 
@@ -101,6 +102,8 @@ def unpack(
     :param labels: labels for the committed snapshots.
     :param wait: called as ``wait(i, desc)`` before layer ``i`` is read (a pull waits for its fetch there).
     :param on_layer: called after each layer is reused or committed.
+    :param applier: applies layers where the snapshots live (a daemon's Diff service, whose
+        ``apply(desc, mounts)`` returns the uncompressed descriptor); ``None`` applies in-process.
     :raises InvalidArgumentError: layer count and diff IDs disagree, or a hostile/broken layer.
     :raises FailedPreconditionError: a layer's uncompressed digest is not its diff ID.
     """
@@ -118,7 +121,8 @@ def unpack(
         else:
             if wait is not None:
                 wait(i, desc)
-            applied = apply_layer_snapshot(provider, snapshotter, desc, diff, name, parent, labels=labels)
+            applied = apply_layer_snapshot(provider, snapshotter, desc, diff, name, parent, labels=labels,
+                                           applier=applier)
             res = LayerResult(
                 layer=desc, diff_id=diff, chain_id=chain, reused=applied is None,
                 size=applied.size if applied else 0, seconds=time.monotonic() - started,
@@ -141,6 +145,7 @@ def apply_layer_snapshot(
     parent: str,
     *,
     labels: Mapping[str, str] | None = None,
+    applier: Any = None,
 ) -> ApplyResult | None:
     """Apply one layer onto ``parent`` and commit it as ``name``; ``None`` when another unpack committed it first.
 
@@ -149,11 +154,20 @@ def apply_layer_snapshot(
     key = f"extract-{time.time_ns()}-{secrets.token_hex(4)} {name}"
     mounts = snapshotter.prepare(key, parent, {LABEL_SNAPSHOT_REF: name})
     try:
-        ra = provider.reader_at(desc)
-        with ReaderAtFile(ra) as stream:
-            if desc.size and ra.size != desc.size:
-                raise FailedPreconditionError(f"layer {desc.digest}: size mismatch: descriptor says {desc.size}, store has {ra.size}")
-            result = apply_to_mounts(mounts, stream, media_type=desc.media_type, expected_diff_id=diff_id, layer=str(desc.digest))
+        if applier is not None:
+            applied = applier.apply(desc, mounts)
+            if applied.digest != diff_id:
+                raise FailedPreconditionError(
+                    f"layer {desc.digest}: uncompressed digest {applied.digest} is not the config's diff_id {diff_id}")
+            result = ApplyResult(diff_id=applied.digest, size=applied.size)
+        else:
+            ra = provider.reader_at(desc)
+            with ReaderAtFile(ra) as stream:
+                if desc.size and ra.size != desc.size:
+                    raise FailedPreconditionError(
+                        f"layer {desc.digest}: size mismatch: descriptor says {desc.size}, store has {ra.size}")
+                result = apply_to_mounts(mounts, stream, media_type=desc.media_type, expected_diff_id=diff_id,
+                                         layer=str(desc.digest))
         try:
             snapshotter.commit(name, key, labels)
         except AlreadyExistsError:

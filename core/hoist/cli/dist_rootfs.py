@@ -28,7 +28,14 @@ def choose_snapshotter(c: Any, name: str | None) -> tuple[str, Any]:
     from hoist.snapshots import namespaced
 
     if c.remote:
-        raise UnsupportedError(f"snapshots are in-process only for now; not available over {c.address}")
+        # a real containerd reports its snapshotters as io.containerd.snapshotter.v1
+        ok = {r.id for r in c.plugin_results() if r.type in (SNAPSHOTTER_TYPE, "io.containerd.snapshotter.v1") and r.ok}
+        chosen = name or ("overlayfs" if "overlayfs" in ok else "native" if "native" in ok else min(ok, default=""))
+        if chosen not in ok:
+            why = _reason(c, chosen) if chosen else ""
+            raise NotFoundError(f"snapshotter {chosen or '(any)'}: not loaded in the daemon at {c.address}"
+                                f"{': ' + why if why else ''}")
+        return chosen, c.snapshotter(chosen)
     loaded = c.plugins_of(SNAPSHOTTER_TYPE)
     if name:
         if name not in loaded:
@@ -127,8 +134,13 @@ def pull(g: Any, ref: str, platform: str | None, progress_mode: str, max_concurr
     options = _resolver_options(resolver_opts)
     platforms = (platform,) if platform else ()
     matcher = Matcher.from_specs(list(platforms))
-    with g.client() as c:
+    with g.client() as c, c.with_lease():
         sid, sn = choose_snapshotter(c, snapshotter)
+        applier = None
+        if c.remote:
+            from hoist.api.diff_client import RemoteApplier
+
+            applier = RemoteApplier(c.channel(), c.namespace)
         resolved = c.resolver(ref, options).resolve(ref)
         tracker = ProgressTracker(c.content, renderer_for(progress_mode, sys.stderr))
         done = threading.Event()
@@ -168,7 +180,7 @@ def pull(g: Any, ref: str, platform: str | None, progress_mode: str, max_concurr
             try:
                 _mdesc, manifest, config = when_present(lambda: image_layers(c.content, resolved.descriptor, matcher))
                 result = unpack(c.content, sn, manifest.layers, config, wait=wait_layer,
-                                on_layer=lambda r: _print_layer(r, quiet))
+                                on_layer=lambda r: _print_layer(r, quiet), applier=applier)
             except BaseException:
                 cancel.set()  # the unpack's own error is the one to report
                 worker.join()
@@ -201,11 +213,17 @@ def rootfs_unpack(g: Any, image: str, platform: str | None, snapshotter: str | N
     from hoist.images.platforms import Matcher
     from hoist.unpack import image_layers, label_config, unpack
 
-    with g.client() as c:
+    with g.client() as c, c.with_lease():
         sid, sn = choose_snapshotter(c, snapshotter)
+        applier = None
+        if c.remote:
+            from hoist.api.diff_client import RemoteApplier
+
+            applier = RemoteApplier(c.channel(), c.namespace)
         target = _target_of(c, image)
         _mdesc, manifest, config = image_layers(c.content, target, Matcher.from_specs([platform] if platform else []))
-        result = unpack(c.content, sn, manifest.layers, config, on_layer=lambda r: _print_layer(r, False))
+        result = unpack(c.content, sn, manifest.layers, config, on_layer=lambda r: _print_layer(r, False),
+                        applier=applier)
         if result.chain_id is None:
             raise InvalidArgumentError(f"{image}: the image has no layers")
         label_config(c.content, manifest.config, sid, result.chain_id)
