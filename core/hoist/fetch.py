@@ -3,7 +3,7 @@
 The seed's ``dist fetch`` as a library call: resolve the reference, walk index → manifests (for the
 selected platforms) → config and layers with bounded concurrency, each blob through ``write_blob``
 (already-present blobs skipped without a request, partial ingests resumed), and only when all of it
-is committed write the image row.
+is committed label the blobs with their source repository and write the image row.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from hoist import reference
 from hoist.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from hoist.images import documents
 from hoist.images import mediatypes as mt
@@ -21,6 +22,7 @@ from hoist.images.handlers import DEFAULT_CONCURRENCY, MAX_DEPTH, Event, childre
 from hoist.images.image import Image, check
 from hoist.images.platforms import Matcher
 from hoist.progress import ProgressTracker
+from hoist.push import record_sources
 
 
 @attrs.frozen(kw_only=True)
@@ -85,6 +87,19 @@ def fetch(
                 close()
 
 
+def _record_source(content: Any, name: str, digests: list[Any]) -> None:
+    """Label the fetched blobs with the repository they came from (containerd's distribution-source label).
+
+    A later push to another repository of the same registry mounts them instead of uploading.
+    """
+    try:
+        parsed = reference.parse(name.removeprefix("docker://"))
+    except InvalidArgumentError:
+        return  # not a registry reference (another resolver's scheme)
+    if parsed.domain:
+        record_sources(content, digests, parsed.domain, parsed.path)
+
+
 def _fetch(
     parts: FetchParts,
     ref: str,
@@ -118,7 +133,10 @@ def _fetch(
     def record(ev: Event) -> None:
         on_event(ev)
 
-    fetch_h = fetch_handler(parts.content, resolved.fetcher, on_event=record, cancel=cancel)
+    # Foreign layers travel only when the resolver follows their URLs (containerd skips them by default).
+    follow_foreign = bool(getattr(parts.resolver, "follow_foreign_urls", False))
+    fetch_h = fetch_handler(parts.content, resolved.fetcher, on_event=record, cancel=cancel,
+                            skip_non_distributable=not follow_foreign)
     kids_h = children_handler(parts.content, matcher)
 
     def handle(desc: Any) -> Any:
@@ -138,6 +156,8 @@ def _fetch(
     if not result.available:
         missing = ", ".join(documents.describe(d) for d in result.missing[:3])
         raise FailedPreconditionError(f"{ref}: content missing after fetch: {missing}")
+    fetched = [d.digest for d in visited if follow_foreign or not mt.is_non_distributable(d.media_type)]
+    _record_source(parts.content, resolved.name, fetched)
     image = Image(name=resolved.name, target=target, labels=dict(labels or {}))
     store = parts.metadata.images(parts.namespace)
     try:

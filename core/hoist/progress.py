@@ -1,8 +1,9 @@
 """Progress of a transfer (fetch, pull, push): per-ref rows fed by handler events and ``list_statuses``.
 
 A :class:`ProgressTracker` keeps one row per ingest ref.  A background thread polls the content store's
-``list_statuses`` for the offsets of rows that are downloading and asks the renderer to draw: a live
-``rich`` table on a TTY, periodic plain lines otherwise, or one JSON object per line with ``--json``.
+``list_statuses`` for the offsets of rows that are downloading (uploads report theirs with
+:meth:`ProgressTracker.advance`) and asks the renderer to draw: a live ``rich`` table on a TTY, periodic
+plain lines otherwise, or one JSON object per line with ``--json``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,16 @@ import attrs
 
 from hoist.images.handlers import Event
 
-#: States a row can be in; ``done``, ``exists`` and ``error`` are final.
-STATES = ("resolving", "waiting", "downloading", "done", "exists", "error")
-FINAL = frozenset({"done", "exists", "error"})
+#: States a row can be in.  A fetch goes ``resolving``/``waiting``/``downloading`` → ``done`` or
+#: ``exists``; a push goes ``uploading`` → ``committed``, or straight to ``exists`` (the registry had it) or
+#: ``mounted`` (from another repository).
+STATES = ("resolving", "waiting", "downloading", "uploading", "done", "committed", "exists", "mounted", "error")
+#: States that move bytes.
+ACTIVE = frozenset({"downloading", "uploading"})
+#: Final states.
+FINAL = frozenset({"done", "committed", "exists", "mounted", "error"})
+#: Final states reached without moving any byte.
+SKIPPED = frozenset({"exists", "mounted"})
 
 
 @attrs.define(kw_only=True)
@@ -41,21 +49,28 @@ class Row:
 
     def transferred(self) -> int:
         """Bytes this run moved for the row (a resumed ingest's earlier bytes not counted)."""
-        if self.state == "exists":
+        if self.state in SKIPPED:
             return 0
         return max(0, self.offset - self.start_offset)
 
 
 @attrs.frozen(kw_only=True)
 class Summary:
-    """The totals printed at the end: blobs fetched vs already present, bytes moved, time and rate."""
+    """The totals printed at the end of a fetch (blobs fetched vs already present) or of a push (uploaded,
+    mounted, already present), with the bytes moved, time and rate.
 
-    fetched: int
+    :param transfer: ``fetch`` or ``push``: which counts :meth:`line` and :meth:`to_json` give.
+    """
+
     present: int
     errors: int
     bytes: int
     total_bytes: int
     elapsed: float
+    fetched: int = 0
+    uploaded: int = 0
+    mounted: int = 0
+    transfer: str = "fetch"
 
     @property
     def rate(self) -> float:
@@ -63,15 +78,18 @@ class Summary:
         return self.bytes / self.elapsed if self.elapsed > 0 else 0.0
 
     def line(self) -> str:
-        return (
-            f"{self.fetched} blob{'s' if self.fetched != 1 else ''} fetched, {self.present} already present, "
-            f"{human_size(self.bytes)} in {self.elapsed:.1f}s ({self.rate / 1e6:.1f} MB/s)"
-        )
+        moved = f"{human_size(self.bytes)} in {self.elapsed:.1f}s ({self.rate / 1e6:.1f} MB/s)"
+        if self.transfer == "push":
+            return (f"{self.uploaded} blob{'s' if self.uploaded != 1 else ''} uploaded, {self.mounted} mounted, "
+                    f"{self.present} already present, {moved}")
+        return f"{self.fetched} blob{'s' if self.fetched != 1 else ''} fetched, {self.present} already present, {moved}"
 
     def to_json(self) -> dict[str, Any]:
+        counts = {"uploaded": self.uploaded, "mounted": self.mounted} if self.transfer == "push" \
+            else {"fetched": self.fetched}
         return {
             "event": "summary",
-            "fetched": self.fetched,
+            **counts,
             "present": self.present,
             "errors": self.errors,
             "bytes": self.bytes,
@@ -111,12 +129,17 @@ class ProgressTracker:
     :param store: the content store (its ``list_statuses`` gives offsets of ingests in progress).
     :param renderer: what draws the rows; ``None`` keeps the rows without drawing.
     :param interval: seconds between polls/redraws.
+    :param transfer: ``fetch`` or ``push``, for the summary's wording.
     """
 
-    def __init__(self, store: Any = None, renderer: Renderer | None = None, *, interval: float = 0.1) -> None:
+    def __init__(self, store: Any = None, renderer: Renderer | None = None, *, interval: float = 0.1,
+                 transfer: str = "fetch") -> None:
+        if transfer not in ("fetch", "push"):
+            raise ValueError(f"transfer must be 'fetch' or 'push', not {transfer!r}")
         self.store = store
         self.renderer = renderer
         self.interval = interval
+        self.transfer = transfer
         self.rows: dict[str, Row] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -158,10 +181,13 @@ class ProgressTracker:
             row = self.rows.get(ev.ref)
             if row is None:
                 row = self.rows[ev.ref] = Row(ref=ev.ref, state=ev.state, total=ev.size, started=ev.time)
-            if ev.state == "downloading":
-                if row.state != "downloading":
+            if ev.state in ACTIVE:
+                if row.state != ev.state:
                     row.started = ev.time
                 row.start_offset = row.offset = ev.offset
+            elif ev.state in SKIPPED:
+                row.start_offset = row.offset = ev.offset
+                row.finished = ev.time
             elif ev.state in FINAL:
                 row.offset = ev.offset if ev.state != "error" else row.offset
                 row.finished = ev.time
@@ -173,6 +199,13 @@ class ProgressTracker:
             snap = attrs.evolve(row)
         if self.renderer is not None:
             self.renderer.event(snap, ev)
+
+    def advance(self, ref: str, offset: int) -> None:
+        """Bytes of ``ref`` moved so far, from a transfer the store does not see (uploads); thread-safe."""
+        with self._lock:
+            row = self.rows.get(ref)
+            if row is not None and row.state in ACTIVE:
+                row.offset = offset
 
     def poll(self) -> None:
         """Refresh the offsets of downloading rows from the store's ``list_statuses``."""
@@ -204,11 +237,14 @@ class ProgressTracker:
         end = self.finished or time.monotonic()
         return Summary(
             fetched=sum(1 for r in blobs if r.state == "done"),
+            uploaded=sum(1 for r in blobs if r.state == "committed"),
+            mounted=sum(1 for r in blobs if r.state == "mounted"),
             present=sum(1 for r in blobs if r.state == "exists"),
             errors=sum(1 for r in blobs if r.state == "error"),
             bytes=sum(r.transferred() for r in blobs),
             total_bytes=sum(r.total for r in blobs),
             elapsed=end - self.started,
+            transfer=self.transfer,
         )
 
     def _run(self) -> None:
@@ -221,6 +257,12 @@ class ProgressTracker:
 def _rate(row: Row, now: float) -> float:
     el = row.elapsed(now)
     return row.transferred() / el if el > 0 else 0.0
+
+
+#: States whose rows show a rate.
+_MOVED = ACTIVE | {"done", "committed"}
+_STYLES = {"done": "green", "committed": "green", "exists": "cyan", "mounted": "cyan", "error": "red",
+           "waiting": "yellow"}
 
 
 class RichRenderer:
@@ -244,12 +286,12 @@ class RichRenderer:
             t.add_column(col, no_wrap=True)
         for r in rows:
             total = r.total or 0
-            done = r.offset if r.state != "exists" else total
+            done = total if r.state in SKIPPED else r.offset
             bar = ProgressBar(total=max(total, 1), completed=min(done, max(total, 1)), width=24)
-            rate = f"{_rate(r, now) / 1e6:.1f} MB/s" if r.state in ("downloading", "done") else ""
-            style = {"done": "green", "exists": "cyan", "error": "red", "waiting": "yellow"}.get(r.state, "")
+            rate = f"{_rate(r, now) / 1e6:.1f} MB/s" if r.state in _MOVED else ""
+            style = _STYLES.get(r.state, "")
             t.add_row(
-                _short_ref(r.ref),
+                short_ref(r.ref),
                 f"[{style}]{r.state}[/]" if style else r.state,
                 f"{human_size(done)}/{human_size(total)}" if total else "",
                 bar if total else "",
@@ -285,26 +327,27 @@ class PlainRenderer:
 
     def event(self, row: Row, ev: Event | None) -> None:
         # Errors are left to the command's one-line error message.
-        if row.state in ("done", "exists", "waiting", "resolving"):
+        if row.state in ("done", "committed", "exists", "mounted", "waiting", "resolving"):
             extra = f" {human_size(row.total)}" if row.total else ""
-            if row.state == "done":
+            if row.state in ("done", "committed"):
                 extra += f" in {row.elapsed(time.monotonic()):.1f}s"
             if row.message:
                 extra += f": {row.message}"
-            self._print(f"{_short_ref(row.ref)}: {row.state}{extra}")
+            self._print(f"{short_ref(row.ref)}: {row.state}{extra}")
 
     def tick(self, rows: list[Row], now: float) -> None:
         if now - self._last < self.every:
             return
         self._last = now
-        active = [r for r in rows if r.state == "downloading"]
-        if not active:
-            return
-        done = sum(r.offset for r in active)
-        total = sum(r.total for r in active)
-        rate = sum(_rate(r, now) for r in active)
-        self._print(f"downloading {len(active)} blob{'s' if len(active) != 1 else ''}: "
-                    f"{human_size(done)}/{human_size(total)} at {rate / 1e6:.1f} MB/s")
+        for state in sorted(ACTIVE):
+            active = [r for r in rows if r.state == state]
+            if not active:
+                continue
+            done = sum(r.offset for r in active)
+            total = sum(r.total for r in active)
+            rate = sum(_rate(r, now) for r in active)
+            self._print(f"{state} {len(active)} blob{'s' if len(active) != 1 else ''}: "
+                        f"{human_size(done)}/{human_size(total)} at {rate / 1e6:.1f} MB/s")
 
     def finish(self, rows: list[Row], summary: Summary) -> None:
         return None
@@ -338,7 +381,7 @@ class JsonRenderer:
             return
         self._last = now
         for r in rows:
-            if r.state == "downloading":
+            if r.state in ACTIVE:
                 self._emit({"event": "progress", "ref": r.ref, "state": r.state, "offset": r.offset, "total": r.total,
                             "elapsed": round(r.elapsed(now), 3)})
 
@@ -346,7 +389,8 @@ class JsonRenderer:
         self._emit(summary.to_json())
 
 
-def _short_ref(ref: str) -> str:
+def short_ref(ref: str) -> str:
+    """``layer-sha256:<12 hex>`` for an ingest ref (other refs as they are)."""
     kind, _, rest = ref.partition("-")
     if rest.startswith(("sha256:", "sha512:")):
         alg, _, hx = rest.partition(":")
@@ -361,12 +405,13 @@ def renderer_for(mode: str, stream: IO[str] | None = None) -> Renderer | None:
     if mode == "json":
         return JsonRenderer(stream)
     out = stream or sys.stderr
-    if mode == "tty" or (mode == "auto" and _isatty(out)):
+    if mode == "tty" or (mode == "auto" and isatty(out)):
         return RichRenderer(out)
     return PlainRenderer(out)
 
 
-def _isatty(stream: IO[str]) -> bool:
+def isatty(stream: IO[str]) -> bool:
+    """Whether ``stream`` is a terminal (False for closed or odd streams)."""
     f: Callable[[], bool] | None = getattr(stream, "isatty", None)
     try:
         return bool(f and f())

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import IO, Any
+from typing import Any
 
 import attrs
 
@@ -34,17 +32,7 @@ from hoist.images import documents
 from hoist.images import mediatypes as mt
 from hoist.images.handlers import MAX_DEPTH, Event, ingest_ref, read_blob
 from hoist.images.platforms import Matcher
-from hoist.progress import (
-    JsonRenderer,
-    PlainRenderer,
-    ProgressTracker,
-    Renderer,
-    RichRenderer,
-    Row,
-    _isatty,
-    _short_ref,
-    human_size,
-)
+from hoist.progress import ProgressTracker, Renderer
 
 log = logging.getLogger("hoist.push")
 
@@ -53,9 +41,6 @@ log = logging.getLogger("hoist.push")
 DISTRIBUTION_SOURCE_PREFIX = "containerd.io/distribution.source."
 #: Default number of blobs uploaded at once (when the resolver does not say).
 DEFAULT_UPLOAD_CONCURRENCY = 3
-#: Push states: ``uploading`` moves bytes; the others are final.
-PUSH_STATES = ("checking", "uploading", "exists", "mounted", "committed", "error")
-PUSH_FINAL = frozenset({"exists", "mounted", "committed", "error"})
 _VERIFY_BLOCK = 4 << 20
 
 
@@ -189,7 +174,7 @@ def _remote_parts(remote: str) -> reference.Reference | None:
 def _push(parts: PushParts, remote: str, local: str, platforms: list[str], progress: ProgressTracker | None,
           limit: int | None, verify: bool, cancel: threading.Event) -> Pushed:
     on_event: Callable[[Event], None] = progress.event if progress is not None else (lambda _e: None)
-    advance: Callable[[str, int], None] = getattr(progress, "advance", None) or (lambda _r, _o: None)
+    advance: Callable[[str, int], None] = progress.advance if progress is not None else (lambda _r, _o: None)
     image = local_image(parts.metadata, parts.namespace, local)
     plan = _plan(parts.content, image.target, platforms, local)
     parsed = _remote_parts(remote)
@@ -538,160 +523,11 @@ def _run_all(fn: Callable[[Descriptor], None], descs: list[Descriptor], limit: i
 # -- progress -------------------------------------------------------------------------------------------
 
 
-@attrs.frozen(kw_only=True)
-class PushSummary:
-    """The totals of a push: objects uploaded, mounted and already present, bytes moved, time and rate."""
-
-    uploaded: int
-    mounted: int
-    present: int
-    errors: int
-    bytes: int
-    total_bytes: int
-    elapsed: float
-
-    @property
-    def rate(self) -> float:
-        return self.bytes / self.elapsed if self.elapsed > 0 else 0.0
-
-    def line(self) -> str:
-        return (f"{self.uploaded} blob{'s' if self.uploaded != 1 else ''} uploaded, {self.mounted} mounted, "
-                f"{self.present} already present, {human_size(self.bytes)} in {self.elapsed:.1f}s "
-                f"({self.rate / 1e6:.1f} MB/s)")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"event": "summary", "uploaded": self.uploaded, "mounted": self.mounted, "present": self.present,
-                "errors": self.errors, "bytes": self.bytes, "total_bytes": self.total_bytes,
-                "elapsed": round(self.elapsed, 3), "rate": round(self.rate, 1)}
-
-
 class PushProgressTracker(ProgressTracker):
-    """A :class:`~hoist.progress.ProgressTracker` for pushes: offsets come from the uploads (``advance``)."""
+    """A :class:`~hoist.progress.ProgressTracker` for pushes: no store to poll, offsets come from ``advance``."""
 
     def __init__(self, renderer: Renderer | None = None, *, interval: float = 0.1) -> None:
-        super().__init__(None, renderer, interval=interval)
-
-    def event(self, ev: Event) -> None:
-        with self._lock:
-            row = self.rows.get(ev.ref)
-            if row is None:
-                row = self.rows[ev.ref] = Row(ref=ev.ref, state=ev.state, total=ev.size, started=ev.time)
-            if ev.state == "uploading":
-                if row.state != "uploading":
-                    row.started = ev.time
-                row.start_offset = row.offset = ev.offset
-            elif ev.state in PUSH_FINAL:
-                if ev.state == "committed":
-                    row.offset = ev.offset
-                elif ev.state in ("exists", "mounted"):
-                    row.start_offset = row.offset = ev.offset
-                row.finished = ev.time
-            row.state = ev.state
-            row.total = ev.size or row.total
-            row.message = ev.message
-            snap = attrs.evolve(row)
-        if self.renderer is not None:
-            self.renderer.event(snap, ev)
-
-    def advance(self, ref: str, offset: int) -> None:
-        """Bytes of ``ref`` sent so far (thread-safe; drawn at the next tick)."""
-        with self._lock:
-            row = self.rows.get(ref)
-            if row is not None and row.state == "uploading":
-                row.offset = offset
-
-    def poll(self) -> None:
-        return None
-
-    def summary(self) -> PushSummary:  # type: ignore[override]
-        rows = self.snapshot()
-        end = self.finished or time.monotonic()
-        moved = sum(max(0, r.offset - r.start_offset) for r in rows if r.state in ("uploading", "committed", "error"))
-        return PushSummary(
-            uploaded=sum(1 for r in rows if r.state == "committed"),
-            mounted=sum(1 for r in rows if r.state == "mounted"),
-            present=sum(1 for r in rows if r.state == "exists"),
-            errors=sum(1 for r in rows if r.state == "error"),
-            bytes=moved,
-            total_bytes=sum(r.total for r in rows),
-            elapsed=end - self.started,
-        )
-
-
-def _push_rate(row: Row, now: float) -> float:
-    el = row.elapsed(now)
-    return max(0, row.offset - row.start_offset) / el if el > 0 and row.state in ("uploading", "committed") else 0.0
-
-
-class PushPlainRenderer(PlainRenderer):
-    """Plain lines: one per finished object, a totals line for uploads in flight every ``every`` seconds."""
-
-    def event(self, row: Row, ev: Event | None) -> None:
-        if row.state in ("exists", "mounted", "committed"):
-            extra = f" {human_size(row.total)}" if row.total else ""
-            if row.state == "committed":
-                extra += f" in {row.elapsed(time.monotonic()):.1f}s"
-            self._print(f"{_short_ref(row.ref)}: {row.state}{extra}")
-
-    def tick(self, rows: list[Row], now: float) -> None:
-        if now - self._last < self.every:
-            return
-        self._last = now
-        active = [r for r in rows if r.state == "uploading"]
-        if not active:
-            return
-        done = sum(r.offset for r in active)
-        total = sum(r.total for r in active)
-        rate = sum(_push_rate(r, now) for r in active)
-        self._print(f"uploading {len(active)} blob{'s' if len(active) != 1 else ''}: "
-                    f"{human_size(done)}/{human_size(total)} at {rate / 1e6:.1f} MB/s")
-
-
-class PushJsonRenderer(JsonRenderer):
-    """JSON lines: every state change, ``progress`` for uploads in flight, then the summary."""
-
-    def tick(self, rows: list[Row], now: float) -> None:
-        if now - self._last < self.every:
-            return
-        self._last = now
-        for r in rows:
-            if r.state == "uploading":
-                self._emit({"event": "progress", "ref": r.ref, "state": r.state, "offset": r.offset, "total": r.total,
-                            "elapsed": round(r.elapsed(now), 3)})
-
-
-class PushRichRenderer(RichRenderer):
-    """The live table on a terminal, with push states and upload rates."""
-
-    def _table(self, rows: list[Row], now: float) -> Any:
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
-
-        t = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
-        for col in ("REF", "STATE", "BYTES", "", "RATE", "ELAPSED"):
-            t.add_column(col, no_wrap=True)
-        for r in rows:
-            total = r.total or 0
-            done = r.offset if r.state in ("uploading", "committed", "error") else total
-            bar = ProgressBar(total=max(total, 1), completed=min(done, max(total, 1)), width=24)
-            rate = f"{_push_rate(r, now) / 1e6:.1f} MB/s" if r.state in ("uploading", "committed") else ""
-            style = {"committed": "green", "exists": "cyan", "mounted": "cyan", "error": "red"}.get(r.state, "")
-            t.add_row(_short_ref(r.ref), f"[{style}]{r.state}[/]" if style else r.state,
-                      f"{human_size(done)}/{human_size(total)}" if total else "", bar if total else "", rate,
-                      f"{r.elapsed(now):.1f}s")
-        return t
-
-
-def push_renderer_for(mode: str, stream: IO[str] | None = None) -> Renderer | None:
-    """The push renderer for ``mode``: ``auto`` (live table on a TTY, else plain), ``tty``, ``plain``, ``json``, ``none``."""
-    if mode == "none":
-        return None
-    if mode == "json":
-        return PushJsonRenderer(stream)
-    out = stream or sys.stderr
-    if mode == "tty" or (mode == "auto" and _isatty(out)):
-        return PushRichRenderer(out)
-    return PushPlainRenderer(out)
+        super().__init__(None, renderer, interval=interval, transfer="push")
 
 
 def pushed_json(result: Pushed) -> str:
@@ -702,18 +538,13 @@ def pushed_json(result: Pushed) -> str:
 __all__ = [
     "DISTRIBUTION_SOURCE_PREFIX",
     "PushCancelled",
-    "PushJsonRenderer",
     "PushParts",
-    "PushPlainRenderer",
     "PushProgressTracker",
-    "PushRichRenderer",
-    "PushSummary",
     "Pushed",
     "PushedObject",
     "local_image",
     "push",
     "push_object",
-    "push_renderer_for",
     "pushed_json",
     "record_sources",
 ]

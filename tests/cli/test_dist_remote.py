@@ -1,40 +1,36 @@
-"""`dist resolve` and `dist fetch-object` as the real console script, against real registries; the docs examples."""
+"""`dist resolve` and `dist fetch-object` as the real console script, against real registries; the docs examples;
+the one set of registry flags every registry command takes."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.cli import example_steps, local_env, run_dist
 from support.faultproxy import flip_byte
 from support.registry import Registry
 
 from hoist_resolver_docker.hosts import load_hosts
 
 REPO = Path(__file__).resolve().parents[2]
-DIST = str(Path(sys.executable).with_name("dist"))
 DOCS = REPO / "docs" / "remotes.md"
 D = "sha256:" + "ab" * 32
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("HOIST_", "DOCKER_"))}
     home = tmp_path / "home"
     home.mkdir()
-    e.update(HOIST_ROOT=str(tmp_path / "root"), HOIST_STATE=str(tmp_path / "state"), HOME=str(home),
-             DOCKER_CONFIG=str(home / ".docker"), PATH=f"{Path(sys.executable).parent}:{e.get('PATH', '')}")
-    return e
+    return {k: v for k, v in local_env(tmp_path, HOME=str(home), DOCKER_CONFIG=str(home / ".docker")).items()
+            if not k.startswith(("HOIST_", "DOCKER_")) or k in ("HOIST_ROOT", "HOIST_STATE", "DOCKER_CONFIG")}
 
 
 def dist(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([DIST, *args], env=env, capture_output=True, timeout=120, cwd=cwd,
-                          stdin=subprocess.DEVNULL)
+    return run_dist(env, *args, cwd=cwd, text=False)
 
 
 def _hosts_dir(tmp_path: Path, reg: Registry, ca: Path | None) -> Path:
@@ -128,6 +124,44 @@ def test_tls_basic_auth_and_flags(registry_basic: Registry, env: dict[str, str],
     assert r.returncode == 1 and "invalid duration 'soon'" in r.stderr.decode()
 
 
+#: The flags every command that talks to a registry takes, all from ``hoist.cli.dist_remote.resolver_options``.
+REGISTRY_FLAGS = {"--plain-http", "--skip-verify", "-k", "--user", "-u", "--registry-user", "--hosts-dir", "--timeout"}
+
+
+def _registry_flags(command) -> dict[tuple[str, ...], tuple]:  # type: ignore[no-untyped-def]
+    return {tuple(p.opts): (p.name, p.help, p.metavar, p.is_flag) for p in command.params
+            if set(p.opts) & REGISTRY_FLAGS}
+
+
+def test_every_registry_command_takes_one_set_of_flags() -> None:
+    from hoist.cli.dist import dist as dist_group
+    from hoist.cli.hoist import hoist as hoist_group
+
+    shared = _registry_flags(dist_group.commands["resolve"])
+    assert sorted(shared) == [("--hosts-dir",), ("--plain-http",), ("--skip-verify", "-k"), ("--timeout",),
+                              ("--user", "-u")]
+    for name in ("fetch-object", "fetch", "push", "push-object", "pull"):
+        assert _registry_flags(dist_group.commands[name]) == shared, name
+    # `hoist run --user` is the container's user: the credentials flag is --registry-user there.
+    run_flags = _registry_flags(hoist_group.commands["run"])
+    assert run_flags.pop(("--user",))[0] == "user"
+    assert run_flags.pop(("--registry-user",)) == shared.pop(("--user", "-u"))
+    assert run_flags == shared
+
+
+def test_fetch_takes_the_shared_flags(registry: Registry, env: dict[str, str]) -> None:
+    ref = registry.ref("test/busybox:1")
+    r = dist(env, "fetch", "--timeout", "soon", ref)
+    assert r.returncode == 1 and r.stderr.decode() == "dist: invalid duration 'soon': expected seconds or e.g. 30s, " \
+                                                      "500ms, 1m30s\n"
+    r = dist(env, "fetch", "--user", "alice", ref)
+    assert r.returncode == 1 and r.stderr.decode() == "dist: --user alice: no password given and stdin is not a " \
+                                                      "terminal (use --user user:password)\n"
+    r = dist(env, "fetch", "--plain-http", "--progress", "none", "--timeout", "1m30s", "-u", "alice:pw", ref)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().startswith(f"{ref} {registry.pushed['test/busybox:1'].digest}: ")
+
+
 def test_lying_registry_fails_naming_the_object(registry: Registry, fault_proxy, env: dict[str, str]) -> None:
     proxy = fault_proxy(registry)
     proxy.inject(flip_byte(100), path="/manifests/sha256:", method="GET")
@@ -143,15 +177,7 @@ def test_lying_registry_fails_naming_the_object(registry: Registry, fault_proxy,
 
 
 def _example_steps() -> list[tuple[str, list[str]]]:
-    text = DOCS.read_text()
-    block = text.split("### Example", 1)[1].split("```sh\n", 1)[1].split("\n```", 1)[0]
-    steps: list[tuple[str, list[str]]] = []
-    for line in block.splitlines():
-        if line.startswith("#"):
-            steps[-1][1].append(line[2:] if line.startswith("# ") else line[1:])
-        elif line.strip():
-            steps.append((line, []))
-    return steps
+    return example_steps(DOCS, joined=False)
 
 
 def _pattern(expected: str, host: str) -> re.Pattern[str]:

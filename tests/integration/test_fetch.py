@@ -3,7 +3,8 @@
 Covers: a fetch fills the content store and names the image; present blobs are not requested again; an
 interrupted fetch (``kill -9``) resumes with a ranged request; two processes fetching at once each
 succeed with every blob downloaded once; hostile indexes fail fast on a cap; a lying registry leaves no
-image row and the next fetch succeeds.
+image row and the next fetch through the same (now honest) proxy succeeds; foreign layers travel only
+when the resolver follows their URLs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import pytest
 import hoist.builtins
 from hoist.client import Client
 from hoist.config import Config
-from hoist.content import Digest
+from hoist.content import Descriptor, Digest, read_blob
 from hoist.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from hoist.fetch import fetch
 from hoist.images import Matcher, check, mediatypes as mt
@@ -244,7 +246,92 @@ def test_lying_registry_leaves_no_image_and_the_next_fetch_succeeds(registry, fa
         assert c.metadata.images().list() == []
         with pytest.raises(NotFoundError):
             c.content.info(config.digest)
-        healthy = registry.ref("test/busybox:1")
-        img = fetch(c, healthy, resolver_options=PLAIN)
+        # The same proxy, now honest: the next fetch through it succeeds.
+        proxy.clear_faults()
+        img = fetch(c, ref, resolver_options=PLAIN)
         assert str(img.target.digest) == pushed.digest and c.content.info(config.digest).size == config.size
-        assert [i.name for i in c.metadata.images().list()] == [healthy]
+        assert [i.name for i in c.metadata.images().list()] == [ref]
+
+
+class _ForeignServer:
+    """A plain HTTP server on 127.0.0.1 serving ``blobs[path]``, recording each request's path and ``Authorization``."""
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.blobs = blobs
+        self.seen: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                server.seen.append((self.path, self.headers.get("Authorization")))
+                data = server.blobs.get(self.path)
+                self.send_response(200 if data is not None else 404)
+                self.send_header("Content-Length", str(len(data or b"")))
+                self.end_headers()
+                self.wfile.write(data or b"")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_foreign_layers_are_fetched_only_when_the_resolver_follows_their_urls(registry_basic, repo_name: str,
+                                                                              tmp_path: Path) -> None:
+    reg = registry_basic
+    foreign = os.urandom(70_000)
+    digest = Digest.from_bytes(foreign)
+    server = _ForeignServer({"/foreign.tar.gz": foreign})
+    try:
+        config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+        normal = b"an ordinary layer"
+        reg.upload_blob(repo_name, config)
+        reg.upload_blob(repo_name, normal)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": mt.DOCKER_SCHEMA2_MANIFEST,
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
+                       "digest": str(Digest.from_bytes(config))},
+            "layers": [
+                {"mediaType": mt.DOCKER_SCHEMA2_LAYER_FOREIGN_GZIP, "size": len(foreign), "digest": str(digest),
+                 "urls": [f"{server.url}/foreign.tar.gz"]},
+                {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(normal),
+                 "digest": str(Digest.from_bytes(normal))},
+            ]}).encode()
+        reg.put_manifest(repo_name, "1", manifest, mt.DOCKER_SCHEMA2_MANIFEST)
+        hosts = tmp_path / "certs.d"
+        (hosts / reg.host).mkdir(parents=True)
+        (hosts / reg.host / "hosts.toml").write_text(f'server = "https://{reg.host}"\nca = "{reg.ca_cert}"\n')
+        ref = reg.ref(f"{repo_name}:1")
+        creds = dict(hosts_dir=hosts, username=reg.username, secret=reg.password)
+
+        with open_client(tmp_path / "off" / "root") as c:
+            img = fetch(c, ref, resolver_options=ResolverOptions(**creds))
+            assert check(c.content, img.target).available
+            with pytest.raises(NotFoundError):
+                c.content.info(digest)
+        assert server.seen == []
+
+        with open_client(tmp_path / "on" / "root") as c:
+            fetch(c, ref, resolver_options=ResolverOptions(allow_foreign_urls=True, **creds))
+            desc = Descriptor(media_type=mt.DOCKER_SCHEMA2_LAYER_FOREIGN_GZIP, digest=digest, size=len(foreign))
+            assert read_blob(c.content, desc) == foreign
+        # From its URL, without the registry's credentials.
+        assert server.seen == [("/foreign.tar.gz", None)]
+
+        server.blobs["/foreign.tar.gz"] = foreign[:-1] + bytes([foreign[-1] ^ 0xFF])
+        with open_client(tmp_path / "lying" / "root") as c:
+            with pytest.raises(FailedPreconditionError, match=f"{digest}.*digest mismatch"):
+                fetch(c, ref, resolver_options=ResolverOptions(allow_foreign_urls=True, **creds))
+            with pytest.raises(NotFoundError):
+                c.content.info(digest)
+            assert c.metadata.images().list() == []
+    finally:
+        server.close()

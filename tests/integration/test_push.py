@@ -4,8 +4,9 @@ Covers: push to another repository and tag (mounted from the repository it was f
 byte for byte with ``skopeo inspect --raw``, ``skopeo copy`` and a Hoist fetch into a fresh root; a
 second push uploads nothing (HEAD hits only); an index with every platform to another registry
 (uploads), then to a new repository there (mounts through the content labels the first push wrote);
-``platforms`` pushing one manifest; missing or corrupt local content failing before any upload with
-nothing local changed; the progress rows and summary.
+``platforms`` pushing one manifest; a fetch's distribution-source labels making a push under an unrelated
+local name mount; missing or corrupt local content failing before any upload with nothing local changed;
+the progress rows and summary.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from hoist.config import Config
 from hoist.content import Digest
 from hoist.errors import FailedPreconditionError, NotFoundError, UnsupportedError
 from hoist.fetch import fetch
-from hoist.images import mediatypes as mt
+from hoist.images import Image, mediatypes as mt
 from hoist.push import DISTRIBUTION_SOURCE_PREFIX, PushProgressTracker, push
 from hoist.remotes import ResolverOptions
 from hoist_resolver_docker.pusher import DockerPusher
@@ -114,6 +115,27 @@ def test_push_a_fetched_image_to_another_repository_and_read_it_back(registry, r
         assert again.target == img.target
         for d in layout.image.blobs():
             assert c2.content.reader_at(d).read_at(0, d.size) == layout.blob(d.digest)
+
+
+def test_a_fetch_labels_its_source_so_a_push_under_another_name_mounts(registry, root: Path,
+                                                                        repo_name: str) -> None:
+    src = registry.ref("test/busybox:1")
+    layout = registry.pushed["test/busybox:1"].layout
+    blobs = (layout.image.config, *layers(layout.image))
+    with open_client(root) as c:
+        img = fetch(c, src, resolver_options=PLAIN)
+        for d in (img.target, *blobs):
+            assert c.content.info(d.digest).labels[DISTRIBUTION_SOURCE_PREFIX + registry.host] == "test/busybox"
+        # A local name that says nothing about the registry: only the labels can tell where the blobs live.
+        c.metadata.images().create(Image(name="local/copy:1", target=img.target))
+        mark = registry.access_mark()
+        result = push(_Parts(c), registry.ref(f"{repo_name}:1"), "local/copy:1", resolver_options=PLAIN)
+        entries = registry.access_entries(mark, min_count=len(blobs) + 2)
+    mounts = [e for e in entries if e.method == "POST"]
+    assert sorted(e.params["mount"][0] for e in mounts) == sorted(str(d.digest) for d in blobs)
+    assert all(e.params["from"] == ["test/busybox"] and e.status == 201 for e in mounts)
+    assert not [e for e in entries if e.method == "PATCH" or (e.method == "PUT" and "/blobs/" in e.path)]
+    assert (result.count("mounted"), result.count("committed")) == (len(blobs), 1)
 
 
 def test_a_second_push_uploads_nothing(registry, root: Path, repo_name: str) -> None:

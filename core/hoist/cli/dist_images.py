@@ -4,45 +4,27 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
+import attrs
 import click
 
+from hoist.cli.dist_remote import resolver_options
 from hoist.errors import AlreadyExistsError, HoistError, InvalidArgumentError, NotFoundError
 from hoist.progress import ProgressTracker, human_size, renderer_for
+from hoist.remotes import ResolverOptions
 
 
-def _resolver_flags(f: Callable) -> Callable:
-    """The resolver flags ``dist resolve`` uses: ``--plain-http``, ``--skip-verify/-k``, ``--user/-u``, ``--hosts-dir``, ``--timeout``."""
-    opts = [
-        click.option("--plain-http", is_flag=True, default=None, help="Talk plain HTTP to the registry."),
-        click.option("--skip-verify", "-k", is_flag=True, default=None, help="Do not verify the registry's TLS certificate."),
-        click.option("--user", "-u", default="", metavar="USER[:PASSWORD]", help="Credentials for the registry."),
-        click.option("--hosts-dir", default=None, metavar="DIR", help="Directory of per-registry hosts.toml files."),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
-                     help="Network timeout."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+# Compatibility for commands still importing the old names from here (``dist pull`` in dist_rootfs.py):
+# the shared flags, and the options they passed in a command's ``**kwargs``.
+_resolver_flags = resolver_options
 
 
-def _resolver_options(opts: dict[str, Any], max_concurrency: int | None = None) -> Any:
-    from hoist.remotes import ResolverOptions
-
-    user, _, secret = (opts.get("user") or "").partition(":")
-    if user and not secret:
-        secret = click.prompt(f"password for {user}", hide_input=True, err=True)
-    return ResolverOptions(
-        plain_http=opts.get("plain_http") or None,
-        skip_verify=opts.get("skip_verify") or None,
-        username=user,
-        secret=secret,
-        hosts_dir=opts.get("hosts_dir"),
-        timeout=opts.get("timeout"),
-        max_concurrency=max_concurrency,
-    )
+def _resolver_options(opts: Mapping[str, Any], max_concurrency: int | None = None) -> ResolverOptions:
+    """The :class:`ResolverOptions` that :func:`~hoist.cli.dist_remote.resolver_options` put in ``opts``."""
+    options: ResolverOptions = opts["resolver_options"]
+    return attrs.evolve(options, max_concurrency=max_concurrency) if max_concurrency is not None else options
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -66,10 +48,10 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--max-concurrent-downloads", type=click.IntRange(min=1), default=None,
               help="Blobs fetched at once [default: the resolver plugin's setting, else 4].")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Label the image record (repeatable).")
-@_resolver_flags
+@resolver_options
 @click.pass_obj
 def fetch(g: Any, ref: str, platforms: tuple[str, ...], all_platforms: bool, as_json: bool, progress_mode: str,
-          max_concurrent_downloads: int | None, labels: tuple[str, ...], **resolver_opts: Any) -> None:
+          max_concurrent_downloads: int | None, labels: tuple[str, ...], resolver_options: ResolverOptions) -> None:
     """Fetch everything image REF needs into the content store and name it in the metadata store.
 
     Blobs already present are not requested again; an interrupted fetch resumes where it stopped.
@@ -80,7 +62,7 @@ def fetch(g: Any, ref: str, platforms: tuple[str, ...], all_platforms: bool, as_
 
     if all_platforms and platforms:
         raise InvalidArgumentError("--platform and --all-platforms cannot be used together")
-    options = _resolver_options(resolver_opts, max_concurrent_downloads)
+    options = attrs.evolve(resolver_options, max_concurrency=max_concurrent_downloads)
     lbl = _labels(labels)
     with g.client() as c:
         renderer = renderer_for("json" if as_json else progress_mode, sys.stdout if as_json else sys.stderr)

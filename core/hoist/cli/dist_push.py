@@ -37,13 +37,14 @@ def push(g: Any, ref: str, local: str | None, platforms: tuple[str, ...], all_pl
     is uploaded.  Local content is checked before anything is sent.  The last line gives REF, the
     digest it names, the blobs uploaded, mounted and already present, the bytes, time and rate.
     """
-    from hoist.push import PushProgressTracker, push as do_push, push_renderer_for, pushed_json
+    from hoist.progress import renderer_for
+    from hoist.push import PushProgressTracker, push as do_push, pushed_json
 
     if all_platforms and platforms:
         raise InvalidArgumentError("--platform and --all-platforms cannot be used together")
     options = attrs.evolve(resolver_options, max_concurrency=max_concurrent_uploads)
     with g.client() as c:
-        renderer = push_renderer_for("json" if as_json else progress_mode, sys.stdout if as_json else sys.stderr)
+        renderer = renderer_for("json" if as_json else progress_mode, sys.stdout if as_json else sys.stderr)
         tracker = PushProgressTracker(renderer)
         with tracker:
             result = do_push(c, ref, local or ref, list(platforms), all_platforms, tracker,

@@ -37,7 +37,7 @@ def parse_duration(text: str) -> float:
 
 
 def build_resolver_options(*, plain_http: bool, skip_verify: bool, user: str | None, hosts_dir: str | None,
-                           timeout: str | None) -> ResolverOptions:
+                           timeout: str | None, user_flag: str = "--user") -> ResolverOptions:
     """:class:`ResolverOptions` from the shared flags; prompts for a missing password on a terminal.
 
     :raises InvalidArgumentError: a bad ``--timeout``, or ``--user`` without a password off a terminal.
@@ -46,11 +46,11 @@ def build_resolver_options(*, plain_http: bool, skip_verify: bool, user: str | N
     if user is not None:
         username, sep, secret = user.partition(":")
         if not username:
-            raise InvalidArgumentError("--user: expected user[:password]")
+            raise InvalidArgumentError(f"{user_flag}: expected user[:password]")
         if not sep:
             if not sys.stdin.isatty():
-                raise InvalidArgumentError(f"--user {username}: no password given and stdin is not a terminal "
-                                           "(use --user user:password)")
+                raise InvalidArgumentError(f"{user_flag} {username}: no password given and stdin is not a terminal "
+                                           f"(use {user_flag} user:password)")
             secret = click.prompt(f"Password for {username}", hide_input=True, err=True)
     return ResolverOptions(
         plain_http=plain_http or None,
@@ -62,23 +62,31 @@ def build_resolver_options(*, plain_http: bool, skip_verify: bool, user: str | N
     )
 
 
-def resolver_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def resolver_options(f: Callable[..., Any] | None = None, *,
+                     user_flag: tuple[str, ...] = ("--user", "-u")) -> Any:
     """Add ``--plain-http``, ``--skip-verify/-k``, ``--user/-u``, ``--hosts-dir`` and ``--timeout``.
 
     The command receives them as one keyword argument, ``resolver_options`` (a :class:`ResolverOptions`).
+    Every command that talks to a registry takes these flags, and only through this decorator.
+
+    :param user_flag: the names of the credentials flag, for a command whose ``--user`` means something
+        else (``hoist run --registry-user``); use as ``@resolver_options(user_flag=(...))``.
     """
+    if f is None:
+        return functools.partial(resolver_options, user_flag=user_flag)
 
     @functools.wraps(f)
-    def wrapper(*args: Any, plain_http: bool, skip_verify: bool, user: str | None, hosts_dir: str | None,
+    def wrapper(*args: Any, plain_http: bool, skip_verify: bool, registry_user: str | None, hosts_dir: str | None,
                 timeout: str | None, **kwargs: Any) -> Any:
         kwargs["resolver_options"] = build_resolver_options(plain_http=plain_http, skip_verify=skip_verify,
-                                                            user=user, hosts_dir=hosts_dir, timeout=timeout)
+                                                            user=registry_user, hosts_dir=hosts_dir, timeout=timeout,
+                                                            user_flag=user_flag[0])
         return f(*args, **kwargs)
 
     opts = [
         click.option("--plain-http", is_flag=True, help="Talk plain HTTP to the registry (localhost always does)."),
         click.option("--skip-verify", "-k", is_flag=True, help="Do not verify the registry's TLS certificate."),
-        click.option("--user", "-u", metavar="USER[:PASSWORD]", default=None,
+        click.option(*user_flag, "registry_user", metavar="USER[:PASSWORD]", default=None,
                      help="Registry credentials; the password is prompted for on a terminal when omitted."),
         click.option("--hosts-dir", metavar="DIR", default=None, type=click.Path(file_okay=False),
                      help="Directory of per-registry hosts.toml files (mirrors, CAs, plain HTTP)."),

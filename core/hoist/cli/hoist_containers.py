@@ -16,8 +16,10 @@ from typing import Any, BinaryIO
 
 import click
 
+from hoist.cli.dist_remote import resolver_options
 from hoist.containers import Container, CreateOptions, Execution
 from hoist.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnsupportedError
+from hoist.remotes import ResolverOptions
 
 log = logging.getLogger("hoist.cli")
 
@@ -120,9 +122,8 @@ def _relays(attach: bool) -> Iterator[tuple[str, str, list[_Relay]]]:
                 r.finish(timeout=1.0)
 
 
-def _pull(c: Any, ref: str, resolver_opts: dict[str, Any], progress_mode: str) -> str:
+def _pull(c: Any, ref: str, options: ResolverOptions, progress_mode: str) -> str:
     """The image name to create from: ``ref`` when it is in the metadata store, else what pulling it recorded."""
-    from hoist.cli.dist_images import _resolver_options
     from hoist.fetch import FetchParts, fetch
     from hoist.progress import ProgressTracker, renderer_for
 
@@ -131,7 +132,6 @@ def _pull(c: Any, ref: str, resolver_opts: dict[str, Any], progress_mode: str) -
         return images.get(ref).name
     except NotFoundError:
         pass
-    options = _resolver_options(resolver_opts)
     parts = FetchParts(content=c.content, metadata=_MetadataOf(images), resolver=c.resolver(ref, options),
                        namespace=c.namespace)  # fmt: skip
     if progress_mode != "none":
@@ -212,16 +212,14 @@ def _wait_interruptibly(exe: Execution, id: str, namespace: str) -> Any:
 @click.option("--entrypoint", default=None, metavar="CMD", help="Run CMD (then ARGS) instead of the image's entrypoint and command.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Label the container (repeatable).")
 @click.option("--snapshotter", default="", metavar="NAME", help="Snapshotter plugin id [default: the service's].")
-@click.option("--plain-http", is_flag=True, default=None, help="Pull over plain HTTP.")
-@click.option("--skip-verify", "-k", is_flag=True, default=None, help="Pull without verifying the registry's TLS certificate.")
-@click.option("--hosts-dir", default=None, metavar="DIR", help="Directory of per-registry hosts.toml files for the pull.")
+@resolver_options(user_flag=("--registry-user",))
 @click.option("--progress", "progress_mode", type=click.Choice(["auto", "tty", "plain", "none"]), default="auto",
               show_default=True, help="Pull progress on stderr.")
 @click.pass_context
 def run(ctx: click.Context, image: str, id: str, args: tuple[str, ...], remove: bool, detach: bool, env: tuple[str, ...],
         cwd: str, user: str, hostname: str, network: str, readonly: bool, no_new_privileges: bool,
-        entrypoint: str | None, labels: tuple[str, ...], snapshotter: str, plain_http: bool | None,
-        skip_verify: bool | None, hosts_dir: str | None, progress_mode: str) -> None:
+        entrypoint: str | None, labels: tuple[str, ...], snapshotter: str, resolver_options: ResolverOptions,
+        progress_mode: str) -> None:
     """Run container ID from IMAGE, pulling the image first when it is not here.
 
     ARGS replace the image's command.  Without --detach the container's stdout and stderr are
@@ -236,8 +234,7 @@ def run(ctx: click.Context, image: str, id: str, args: tuple[str, ...], remove: 
     with g.client() as c:
         exe = execution(c)
         ns = c.namespace
-        name = _pull(c, image, {"plain_http": plain_http, "skip_verify": skip_verify, "hosts_dir": hosts_dir},
-                     progress_mode)  # fmt: skip
+        name = _pull(c, image, resolver_options, progress_mode)
         with _relays(not detach) as (stdout, stderr, relays):
             opts = CreateOptions(
                 image=name, snapshotter=snapshotter, args=list(args) if args else None,

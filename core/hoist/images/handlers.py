@@ -7,6 +7,7 @@ and cancels what is still running.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -148,7 +149,9 @@ def fetch_handler(
 
     Blobs already committed are reported ``exists`` without a request.  When another writer (thread or
     process) holds the ref, the handler waits and polls until the lock frees or the blob appears.
-    Non-distributable layers are skipped (as containerd does by default).
+    Non-distributable (foreign) layers are skipped, as containerd does by default, unless
+    ``skip_non_distributable`` is false: then they are fetched like any blob (a resolver that follows
+    foreign URLs gets them from there, without credentials) and verified.
     """
     from hoist.content import write_blob
 
@@ -203,7 +206,12 @@ def fetch_handler(
 
 
 def _open_at(fetcher: BlobFetcher, desc: Descriptor, offset: int) -> Any:
-    """The fetch stream of ``desc`` positioned at ``offset`` (a ranged request when the stream can seek)."""
+    """The fetch stream of ``desc`` positioned at ``offset`` (a ranged request when the stream can seek).
+
+    An ingest that already holds every byte needs no request: the commit verifies it.
+    """
+    if offset >= desc.size:
+        return io.BytesIO(b"")
     stream = fetcher.fetch(desc)
     if offset:
         seekable = getattr(stream, "seekable", None)

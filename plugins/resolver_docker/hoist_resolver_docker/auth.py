@@ -328,25 +328,10 @@ class Authorizer:
                         "because it is plain HTTP on another host")
             log.warning("%s: not sending credentials over plain HTTP to token server %s", registry, parts.netloc)
             creds = None
-        if creds is not None and creds.refresh_token:
-            form = {"grant_type": "refresh_token", "refresh_token": creds.refresh_token,
-                    "client_id": self._client_id, "access_type": "online"}
-            if ch.service:
-                form["service"] = ch.service
-            if scopes:
-                form["scope"] = " ".join(scopes)
-            request = httpx.Request("POST", realm, data=form)
-        else:
-            params: list[tuple[str, str]] = []
-            if ch.service:
-                params.append(("service", ch.service))
-            params += [("scope", s) for s in scopes]
-            headers = {}
-            if creds is not None and (creds.username or creds.secret):
-                raw = f"{creds.username}:{creds.secret}".encode()
-                headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
-                params.append(("account", creds.username))
-            request = httpx.Request("GET", realm, params=params, headers=headers)
+        try:
+            request = self._token_request(ch, realm, creds, scopes)
+        except httpx.InvalidURL as e:
+            raise UnauthorizedError(f"{registry}: token realm {realm!r} is not a usable URL: {e}") from e
         what = f"{registry}: token from {parts.scheme}://{parts.netloc}{parts.path}"
         response = self._send(request, what, via)
         body = read_limited(response, MAX_SMALL_BODY, what)
@@ -366,3 +351,25 @@ class Authorizer:
         if not isinstance(lifetime, (int, float)) or isinstance(lifetime, bool) or lifetime < _MIN_TOKEN_LIFETIME:
             lifetime = _MIN_TOKEN_LIFETIME
         return _Token(value=value, expires=time.monotonic() + float(lifetime) - _TOKEN_MARGIN)
+
+    def _token_request(self, ch: Challenge, realm: str, creds: Credentials | None,
+                       scopes: tuple[str, ...]) -> httpx.Request:
+        if creds is not None and creds.refresh_token:
+            form = {"grant_type": "refresh_token", "refresh_token": creds.refresh_token,
+                    "client_id": self._client_id, "access_type": "online"}
+            if ch.service:
+                form["service"] = ch.service
+            if scopes:
+                form["scope"] = " ".join(scopes)
+            return httpx.Request("POST", realm, data=form)
+        params: list[tuple[str, str]] = []
+        if ch.service:
+            params.append(("service", ch.service))
+        params += [("scope", s) for s in scopes]
+        headers = {}
+        if creds is not None and (creds.username or creds.secret):
+            raw = f"{creds.username}:{creds.secret}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+            params.append(("account", creds.username))
+        return httpx.Request("GET", realm, params=params, headers=headers)
+

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import attrs
 import httpx
@@ -33,17 +33,8 @@ from hoist.errors import (
 )
 from hoist.images import mediatypes as mt
 from hoist_resolver_docker import transport as _transport
-from hoist_resolver_docker.hosts import RegistryHost, host_of
-from hoist_resolver_docker.transport import (
-    MAX_SMALL_BODY,
-    describe_transport_error,
-    error_for_status,
-    final_error_codes,
-    parse_error_body,
-    read_limited,
-    retryable_error,
-    retryable_status,
-)
+from hoist_resolver_docker.hosts import RegistryHost
+from hoist_resolver_docker.transport import Body, close_quietly, error_for_status, parse_error_body
 
 log = logging.getLogger("hoist.resolver.v1.docker")
 
@@ -67,7 +58,6 @@ EXISTS, MOUNTED, COMMITTED = "exists", "mounted", "committed"
 
 ProgressFunc = Callable[[int], None]
 StateFunc = Callable[[str, int], None]
-BodyFactory = Callable[[], Iterable[bytes]]
 
 
 def distribution_source_key(registry: str) -> str:
@@ -84,12 +74,6 @@ def distribution_sources(labels: Mapping[str, str], registry: str) -> tuple[str,
 def append_distribution_source(labels: Mapping[str, str], registry: str, repository: str) -> str:
     """The label value once ``repository`` is added (kept first-seen order, no duplicates)."""
     return ",".join(dict.fromkeys((*distribution_sources(labels, registry), repository)))
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), port
 
 
 def _parse_range(value: str | None) -> int | None:
@@ -175,81 +159,25 @@ class DockerPusher:
 
     # -- requests ------------------------------------------------------------------------------------
 
-    def _base_headers(self) -> dict[str, str]:
-        # The session's shared headers (User-Agent, --header options), then the endpoint's own.
-        return {**getattr(self._session, "_headers", {}), **dict(self._host.headers)}
-
     def _send(self, method: str, url: str, *, what: str, headers: Mapping[str, str] | None = None,
-              body: BodyFactory | bytes | None = None, length: int | None = None, ok: tuple[int, ...] = (200,),
-              scopes: tuple[str, ...] | None = None, retry: bool = True) -> httpx.Response:
-        """Send a request that may carry a body, with auth (Bearer/Basic challenges) and retries.
+              body: Body | None = None, length: int | None = None, ok: tuple[int, ...] = (200,),
+              scopes: tuple[str, ...] | None = None, retry: bool = True,
+              attempts: int | None = None) -> httpx.Response:
+        """A request to the push endpoint through the session (auth, redirects, retries; see its ``open``).
 
-        ``body`` is bytes or a factory of a fresh iterable (so a retry can send it again).  With
-        ``retry=False`` a connection error or 5xx is raised at once (the caller recovers itself).
+        With ``retry=False`` a connection error or 5xx is raised at once (the caller recovers itself).
         """
-        session = self._session
-        host = self._host
-        scopes = scopes or self._scopes
-        origin_key = f"{host.scheme}://{host.host}"
-        auth_origin = _origin(host.base_url)
-        creds_name = host.host if host.mirror else self._ref.domain
-        hostname = host_of(host.host)
-        client = session.client_for(host)
-        policy = session.policy
-        extra: tuple[str, ...] = ()
-        attempt = 0
-        auth_retries = 0
-        while True:
-            attempt += 1
-            auth = session.authorizer.header(origin_key, creds_name, hostname, scopes, extra)
-            h = {**self._base_headers(), **(headers or {})}
-            if auth and _origin(url) == auth_origin:
-                h["Authorization"] = auth
-            content = body() if callable(body) else body
-            if length is not None:
-                h["Content-Length"] = str(length)
-            elif content is None and method in ("POST", "PUT", "PATCH"):
-                h["Content-Length"] = "0"
-            try:
-                request = client.build_request(method, url, headers=h, content=content)
-                response = client.send(request, stream=True, follow_redirects=False)
-            except httpx.TransportError as e:
-                if retry and retryable_error(e) and attempt < policy.attempts:
-                    delay = policy.delay(attempt)
-                    log.info("%s: %s; retrying in %.1fs", what, describe_transport_error(e, url), delay)
-                    _transport.sleep(delay)
-                    continue
-                raise UnavailableError(f"{what}: {describe_transport_error(e, host.base_url)}") from e
-            code = response.status_code
-            if code in ok:
-                return response
-            text = b"" if method == "HEAD" else read_limited(response, MAX_SMALL_BODY, what)
-            response.close()
-            if code == 401 and auth_retries < 2:
-                asked = session.authorizer.challenged(origin_key, response, auth)
-                if asked is not None:
-                    extra = tuple(s for s in asked if s not in scopes)
-                    fresh = session.authorizer.header(origin_key, creds_name, hostname, scopes, extra)
-                    if fresh and fresh != auth:
-                        auth_retries += 1
-                        attempt -= 1
-                        continue
-            elif retry and retryable_status(code) and attempt < policy.attempts \
-                    and not final_error_codes(parse_error_body(text)):
-                delay = policy.delay(attempt, response)
-                log.info("%s: HTTP %d; retrying in %.1fs", what, code, delay)
-                _transport.sleep(delay)
-                continue
-            raise _error(response, what, text)
+        return self._session.open(self._host, method, url, registry=self._ref.domain, scopes=scopes or self._scopes,
+                                  what=what, headers=headers, ok=ok, body=body, length=length, retry=retry,
+                                  attempts=attempts, error=_error)
 
     def _head(self, url: str, what: str, accept: str, attempts: int | None = None) -> httpx.Response | None:
         """A HEAD through the session (redirects, auth, retries); ``None`` when the registry says 404."""
         try:
-            response = self._session.open(self._host, "HEAD", url, registry=self._ref.domain, scopes=self._scopes,
-                                          what=what, headers={"Accept": accept}, attempts=attempts)
+            response = self._send("HEAD", url, what=what, headers={"Accept": accept}, attempts=attempts)
         except NotFoundError:
             return None
-        response.close()
+        close_quietly(response)
         return response
 
     # -- existence -------------------------------------------------------------------------------------
@@ -341,7 +269,7 @@ class DockerPusher:
             except (NotFoundError, InvalidArgumentError, FailedPreconditionError, UnsupportedError) as e:
                 log.debug("%s: mount from %s refused: %s", self._name(desc), source, e)
                 continue
-            response.close()
+            close_quietly(response)
             if response.status_code == 201:
                 log.info("%s: mounted from %s", self._name(desc), source)
                 return source, None
@@ -353,13 +281,19 @@ class DockerPusher:
         value = response.headers.get("location")
         if not value:
             raise FailedPreconditionError(f"{self._ref.locator}: registry started an upload without a Location")
-        return urljoin(str(response.url) or request_url, value)
+        try:
+            location = urljoin(str(response.url) or request_url, value)
+            httpx.URL(location)
+        except (httpx.InvalidURL, ValueError) as e:
+            raise FailedPreconditionError(f"{self._ref.locator}: registry gave an unusable upload Location "
+                                          f"{value!r}: {e}") from e
+        return location
 
     def start_upload(self, what: str) -> tuple[str, int]:
         """Open an upload session: its URL and the minimum chunk length the registry asks for (0 if none)."""
         url = self._url("blobs", "uploads", "")
         response = self._send("POST", url, what=what, ok=(202,))
-        response.close()
+        close_quietly(response)
         min_chunk = response.headers.get("oci-chunk-min-length", "")
         return self._location(response, url), int(min_chunk) if min_chunk.isdigit() else 0
 
@@ -369,11 +303,10 @@ class DockerPusher:
         :raises _UploadLost: the registry no longer knows or accepts the session.
         """
         try:
-            response = self._session.open(self._host, "GET", location, registry=self._ref.domain,
-                                          scopes=self._scopes, what=what, ok=(204, 200))
+            response = self._send("GET", location, what=what, ok=(204, 200))
         except (NotFoundError, InvalidArgumentError, FailedPreconditionError) as e:
             raise _UploadLost(str(e)) from e
-        response.close()
+        close_quietly(response)
         offset = _parse_range(response.headers.get("range"))
         if offset is None:
             raise _UploadLost(f"{what}: registry reported no Range for the upload session")
@@ -382,8 +315,8 @@ class DockerPusher:
     def cancel_upload(self, location: str) -> None:
         """Best effort: tell the registry to drop an upload session."""
         try:
-            self._send("DELETE", location, what=f"{self._ref.locator}: cancel upload", ok=(204, 200, 202, 404),
-                       retry=False).close()
+            close_quietly(self._send("DELETE", location, what=f"{self._ref.locator}: cancel upload",
+                                     ok=(204, 200, 202, 404), retry=False))
         except HoistError as e:
             log.debug("%s: cancelling upload %s: %s", self._ref.locator, location, e)
 
@@ -404,7 +337,7 @@ class DockerPusher:
         what = f"{self._ref.locator}:{tag}" if tag else self._name(desc)
         response = self._send("PUT", self._url("manifests", target), what=what, body=data, length=len(data),
                               headers={"Content-Type": desc.media_type}, ok=(201, 200, 202))
-        response.close()
+        close_quietly(response)
         header = response.headers.get("docker-content-digest", "").strip()
         if header and header != str(desc.digest):
             raise FailedPreconditionError(f"{what}: registry stored the manifest as {header}, expected {desc.digest}")
@@ -443,13 +376,16 @@ class _BlobUpload:
         self.chunked = desc.size > pusher.chunked_upload_threshold
         self.chunk_size = pusher.chunk_size
 
-    def body(self, start: int, length: int) -> BodyFactory:
+    def body(self, start: int, length: int) -> Callable[[], Iterator[bytes]]:
         reader, name, progress = self.reader, self.name, self.on_progress
 
         def gen() -> Iterator[bytes]:
             pos, end = start, start + length
             while pos < end:
-                data = reader.read_at(pos, min(_BLOCK, end - pos))
+                try:
+                    data = reader.read_at(pos, min(_BLOCK, end - pos))
+                except OSError as e:  # a local failure, not the network's: never retried as one
+                    raise FailedPreconditionError(f"content {name}: reading the local blob at byte {pos}: {e}") from e
                 if not data:
                     raise FailedPreconditionError(f"content {name}: local blob ended at byte {pos}, expected {end}")
                 pos += len(data)
@@ -491,8 +427,9 @@ class _BlobUpload:
         self.on_progress(0)
         url = str(httpx.URL(location).copy_merge_params({"digest": str(self.desc.digest)}))
         try:
-            self.p._send("PUT", url, what=self.name, body=self.body(0, self.desc.size), length=self.desc.size,
-                         headers={"Content-Type": _OCTET}, ok=(201, 204), retry=False).close()
+            close_quietly(self.p._send("PUT", url, what=self.name, body=self.body(0, self.desc.size),
+                                       length=self.desc.size, headers={"Content-Type": _OCTET}, ok=(201, 204),
+                                       retry=False))
         except FailedPreconditionError as e:
             if "(HTTP 413)" in str(e):
                 raise _TooLarge(e) from e
@@ -538,7 +475,7 @@ class _BlobUpload:
                 self.on_state("uploading", offset)
                 self.on_progress(offset)
                 continue
-            response.close()
+            close_quietly(response)
             if response.headers.get("location"):
                 location = self.p._location(response, location)
             reported = _parse_range(response.headers.get("range"))
@@ -546,7 +483,7 @@ class _BlobUpload:
             self.on_progress(offset)
         url = str(httpx.URL(location).copy_merge_params({"digest": str(self.desc.digest)}))
         try:
-            self.p._send("PUT", url, what=self.name, ok=(201, 204), headers={"Content-Type": _OCTET}).close()
+            close_quietly(self.p._send("PUT", url, what=self.name, ok=(201, 204), headers={"Content-Type": _OCTET}))
         except (UnavailableError, NotFoundError) as e:
             # A commit whose answer was lost may have landed; otherwise the session is gone.
             if self.p.exists(self.desc):
@@ -597,7 +534,7 @@ class DockerPushWriter:
         response = self._p._send("PATCH", location, what=self._p._name(self._desc), body=data, length=len(data),
                                  headers={"Content-Type": _OCTET, "Content-Range": f"{self._offset}-{end}"},
                                  ok=(202, 204), retry=False)
-        response.close()
+        close_quietly(response)
         if response.headers.get("location"):
             self._location = self._p._location(response, location)
         self._offset += len(data)
@@ -624,8 +561,8 @@ class DockerPushWriter:
         headers = {"Content-Type": _OCTET}
         if data:
             headers["Content-Range"] = f"{self._offset}-{self._offset + len(data) - 1}"
-        self._p._send("PUT", url, what=self._p._name(self._desc), body=data or None, length=len(data),
-                      headers=headers, ok=(201, 204), retry=False).close()
+        close_quietly(self._p._send("PUT", url, what=self._p._name(self._desc), body=data or None,
+                                    length=len(data), headers=headers, ok=(201, 204), retry=False))
         self._buf.clear()
 
     def close(self) -> None:

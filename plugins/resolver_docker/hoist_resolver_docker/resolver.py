@@ -13,7 +13,7 @@ import json
 import logging
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -47,14 +47,18 @@ from hoist_resolver_docker.auth import Authorizer, DockerConfigCredentials
 from hoist_resolver_docker.config import DockerResolverConfig
 from hoist_resolver_docker.hosts import HostList, RegistryHost, host_of, load_hosts
 from hoist_resolver_docker.transport import (
-    MAX_SMALL_BODY,
+    NETWORK_ERRORS,
+    Body,
     RegistryTransport,
     ResumingBody,
     RetryPolicy,
+    close_quietly,
     describe_transport_error,
     error_for_status,
     final_error_codes,
+    network_error,
     parse_error_body,
+    read_error_body,
     read_limited,
     retryable_error,
     retryable_status,
@@ -70,6 +74,9 @@ _MAX_REDIRECTS = 10
 _MANIFEST_CACHE_BYTES = 16 << 20
 _POOL_WAIT = 600.0
 _SCHEME = "docker://"
+
+#: Makes the Hoist error for a refused request from the response, the object's name and the body.
+ErrorFunc = Callable[[httpx.Response, str, bytes], HoistError]
 
 
 def _version() -> str:
@@ -135,11 +142,12 @@ class RegistrySession:
         size = max(options.max_concurrency or 0, config.max_concurrent_downloads, config.max_concurrent_uploads) + 4
         self._limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0)
         self._transport = transport
-        self._headers = {
+        # Foreign URLs get only the first two: the options' headers are for registries.
+        self._plain_headers = {
             "User-Agent": options.user_agent or config.user_agent or f"hoist/{_version()}",
             "Accept-Encoding": "identity",
-            **dict(options.headers),
         }
+        self._headers = {**self._plain_headers, **dict(options.headers)}
         hosts_dir = options.hosts_dir if options.hosts_dir is not None else (
             Path(config.config_path) if config.config_path else None)
         self.hosts_dir = hosts_dir
@@ -226,134 +234,163 @@ class RegistrySession:
             self._closed = True
             clients, self._clients = list(self._clients.values()), {}
         for c in clients:
-            c.close()
+            try:
+                c.close()
+            except NETWORK_ERRORS as e:
+                log.debug("closing a registry connection pool: %s", e)
 
     # -- requests ----------------------------------------------------------------------------------
 
-    def _send_following(self, client: httpx.Client, method: str, url: str, headers: Mapping[str, str],
-                        auth: str | None, auth_origin: tuple | None) -> httpx.Response:
-        """Send, following redirects; ``Authorization`` only while the URL stays on ``auth_origin``."""
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The headers every request carries: ``User-Agent``, ``Accept-Encoding`` and the options' ``headers``."""
+        return dict(self._headers)
+
+    def _exchange(self, client: httpx.Client, method: str, url: str, headers: Mapping[str, str], auth: str | None,
+                  auth_origin: tuple | None, body: Body | None, length: int | None, what: str,
+                  plain: bool = False) -> httpx.Response:
+        """Send once, following redirects; ``Authorization`` only while the URL stays on ``auth_origin``.
+
+        A body is sent again on a 307/308 (a factory makes a fresh one); a 303 turns the request into a
+        ``GET`` without it.
+        """
         for _ in range(_MAX_REDIRECTS + 1):
-            h = {**self._headers, **headers}
+            h = {**(self._plain_headers if plain else self._headers), **headers}
             if auth and auth_origin is not None and _origin(url) == auth_origin:
                 h["Authorization"] = auth
-            response = client.send(client.build_request(method, url, headers=h), stream=True,
+            content = body() if callable(body) else body
+            if length is not None:
+                h["Content-Length"] = str(length)
+            elif content is None and method in ("POST", "PUT", "PATCH"):
+                h["Content-Length"] = "0"
+            response = client.send(client.build_request(method, url, headers=h, content=content), stream=True,
                                    follow_redirects=False)
             location = response.headers.get("location")
             if response.status_code not in _REDIRECTS or not location:
                 return response
-            response.close()
-            target = urljoin(str(response.url), location)
-            if urlsplit(target).scheme not in ("http", "https"):
-                raise UnavailableError(f"{url}: redirect to unsupported URL {target!r}")
-            if _origin(target) != _origin(url):
+            close_quietly(response)
+            try:
+                target = urljoin(str(response.url), location)
+                usable = urlsplit(target).scheme in ("http", "https")
+                same_origin = _origin(target) == _origin(url)
+            except ValueError as e:
+                raise FailedPreconditionError(f"{what}: {url}: redirect to unusable URL {location!r}: {e}") from e
+            if not usable:
+                raise FailedPreconditionError(f"{what}: {url}: redirect to unsupported URL {target!r}")
+            if not same_origin:
                 auth = None
             if response.status_code == 303 and method != "HEAD":
-                method = "GET"
+                method, body, length = "GET", None, None
             url = target
-        raise UnavailableError(f"{url}: more than {_MAX_REDIRECTS} redirects")
+        raise UnavailableError(f"{what}: {url}: more than {_MAX_REDIRECTS} redirects")
+
+    def _send(self, client: httpx.Client, method: str, url: str, *, what: str, where: str,
+              headers: Mapping[str, str], ok: tuple[int, ...] | None, body: Body | None = None,
+              length: int | None = None, attempts: int | None = None, retry: bool = True,
+              error: ErrorFunc = error_for_status, auth_origin: tuple | None = None,
+              authorize: Callable[[], str | None] | None = None,
+              rechallenge: Callable[[httpx.Response, str | None], bool] | None = None,
+              plain: bool = False) -> httpx.Response:
+        """The one request loop: send, follow redirects, answer auth challenges, retry, translate errors.
+
+        :param ok: statuses returned to the caller (``None``: any status that is not retried).
+        :param attempts: tries on retryable statuses (default: the policy's).
+        :param retry: ``False`` raises a connection error or a retryable status at once.
+        :param error: makes the Hoist error for a refused request from the response and its body.
+        :param authorize: the ``Authorization`` value to send (called before every try).
+        :param rechallenge: after a 401, whether fresh credentials are worth one more try.
+        :param plain: send none of the options' headers (a URL outside the registry).
+        """
+        tries = self.policy.attempts if retry else 1
+        status_tries = (attempts or self.policy.attempts) if retry else 1
+        attempt = 0
+        auth_retries = 0
+        while True:
+            attempt += 1
+            auth = authorize() if authorize is not None else None
+            try:
+                response = self._exchange(client, method, url, headers, auth, auth_origin, body, length, what, plain)
+            except NETWORK_ERRORS as e:
+                if retryable_error(e) and attempt < tries:
+                    delay = self.policy.delay(attempt)
+                    log.info("%s: %s; retrying in %.1fs", what, describe_transport_error(e, url), delay)
+                    _transport.sleep(delay)
+                    continue
+                raise network_error(e, what, where) from e
+            code = response.status_code
+            if ok is not None and code in ok:
+                return response
+            if ok is None and not (retryable_status(code) and attempt < status_tries):
+                return response
+            text = read_error_body(response, what)
+            if code == 401 and rechallenge is not None and auth_retries < 2 and rechallenge(response, auth):
+                auth_retries += 1
+                attempt -= 1
+                continue
+            if code != 401 and retryable_status(code) and attempt < status_tries \
+                    and not final_error_codes(parse_error_body(text)):
+                delay = self.policy.delay(attempt, response)
+                log.info("%s: HTTP %d; retrying in %.1fs", what, code, delay)
+                _transport.sleep(delay)
+                continue
+            raise error(response, what, text)
 
     def _send_token(self, request: httpx.Request, what: str, via: RegistryHost | None = None) -> httpx.Response:
         # The endpoint's client: a token server on the registry's host shares its CA (as containerd does).
-        origin = _origin(str(request.url))
         auth = request.headers.get("authorization")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("authorization", "host",
                                                                                    "content-length")}
-        client = self.client_for(via)
-        for attempt in range(1, self.policy.attempts + 1):
-            try:
-                if request.method == "POST":
-                    response = client.send(client.build_request("POST", request.url, content=request.content,
-                                                                headers={**self._headers, **headers}),
-                                           stream=True, follow_redirects=False)
-                else:
-                    response = self._send_following(client, "GET", str(request.url), headers, auth, origin)
-            except httpx.TransportError as e:
-                if retryable_error(e) and attempt < self.policy.attempts:
-                    _transport.sleep(self.policy.delay(attempt))
-                    continue
-                raise UnavailableError(describe_transport_error(e, what)) from e
-            if retryable_status(response.status_code) and attempt < self.policy.attempts:
-                response.close()
-                _transport.sleep(self.policy.delay(attempt, response))
-                continue
-            return response
-        raise AssertionError("unreachable")
+        body = request.content if request.method == "POST" else None
+        return self._send(self.client_for(via), request.method, str(request.url), what=what, where="",
+                          headers=headers, ok=None, body=body, auth_origin=_origin(str(request.url)),
+                          authorize=lambda: auth)
 
     def open(self, host: RegistryHost, method: str, url: str, *, registry: str, scopes: tuple[str, ...],
              what: str, headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,),
-             attempts: int | None = None) -> httpx.Response:
+             attempts: int | None = None, body: Body | None = None, length: int | None = None,
+             retry: bool = True, error: ErrorFunc = error_for_status) -> httpx.Response:
         """Send a request to a registry endpoint with auth, redirects and retries; the streamed response.
 
         :param registry: the registry whose credentials apply (mirrors use their own host).
         :param what: names the object in errors.
         :param attempts: tries on retryable statuses (default: the policy's).
-        :raises NotFoundError, UnauthorizedError, UnavailableError, ...: per :func:`error_for_status`.
+        :param body: the request body: bytes, or a factory of a fresh iterable of chunks (called again for
+            each try, so a retry sends it whole); with ``length``, its ``Content-Length``.
+        :param retry: ``False`` raises a connection error or a retryable status at once (the caller
+            recovers itself, e.g. by asking an upload session where it stands).
+        :param error: makes the error for a refused request (default: :func:`error_for_status`).
+        :raises NotFoundError, UnauthorizedError, UnavailableError, ...: per ``error``; network failures
+            as :func:`~hoist_resolver_docker.transport.network_error`.
         """
         creds_name = host.host if host.mirror else registry
         origin_key = f"{host.scheme}://{host.host}"
-        auth_origin = _origin(host.base_url)
         registry_hostname = host_of(host.host)
-        client = self.client_for(host)
-        hdrs = {**dict(host.headers), **(headers or {})}
-        extra: tuple[str, ...] = ()
-        attempt = 0
-        auth_retries = 0
-        while True:
-            attempt += 1
-            auth = self.authorizer.header(origin_key, creds_name, registry_hostname, scopes, extra, via=host)
-            try:
-                response = self._send_following(client, method, url, hdrs, auth, auth_origin)
-            except httpx.TransportError as e:
-                if retryable_error(e) and attempt < self.policy.attempts:
-                    delay = self.policy.delay(attempt)
-                    log.info("%s: %s; retrying in %.1fs", what, describe_transport_error(e, url), delay)
-                    _transport.sleep(delay)
-                    continue
-                raise UnavailableError(f"{what}: {describe_transport_error(e, host.base_url)}") from e
-            code = response.status_code
-            if code in ok:
-                return response
-            body = b"" if method == "HEAD" else read_limited(response, MAX_SMALL_BODY, what)
-            response.close()
-            if code == 401 and auth_retries < 2:
-                scopes_asked = self.authorizer.challenged(origin_key, response, auth)
-                if scopes_asked is not None:
-                    extra = tuple(s for s in scopes_asked if s not in scopes)
-                    fresh = self.authorizer.header(origin_key, creds_name, registry_hostname, scopes, extra,
-                                                   via=host)
-                    if fresh and fresh != auth:
-                        auth_retries += 1
-                        attempt -= 1
-                        continue
-                raise error_for_status(response, what, body)
-            if retryable_status(code) and attempt < (attempts or self.policy.attempts) \
-                    and not final_error_codes(parse_error_body(body)):
-                delay = self.policy.delay(attempt, response)
-                log.info("%s: HTTP %d; retrying in %.1fs", what, code, delay)
-                _transport.sleep(delay)
-                continue
-            raise error_for_status(response, what, body)
+        extra: list[str] = []
 
-    def open_plain(self, url: str, *, what: str, headers: Mapping[str, str] | None = None) -> httpx.Response:
-        """GET a URL outside the registry (foreign layers): no credentials, retries, redirects."""
-        client = self.client_for(None)
-        for attempt in range(1, self.policy.attempts + 1):
-            try:
-                response = self._send_following(client, "GET", url, headers or {}, None, None)
-            except httpx.TransportError as e:
-                if retryable_error(e) and attempt < self.policy.attempts:
-                    _transport.sleep(self.policy.delay(attempt))
-                    continue
-                raise UnavailableError(describe_transport_error(e, url)) from e
-            if response.status_code in (200, 206):
-                return response
-            body = read_limited(response, MAX_SMALL_BODY, what)
-            if retryable_status(response.status_code) and attempt < self.policy.attempts:
-                _transport.sleep(self.policy.delay(attempt, response))
-                continue
-            raise error_for_status(response, what, body)
-        raise AssertionError("unreachable")
+        def authorize() -> str | None:
+            return self.authorizer.header(origin_key, creds_name, registry_hostname, scopes, tuple(extra), via=host)
+
+        def rechallenge(response: httpx.Response, sent: str | None) -> bool:
+            asked = self.authorizer.challenged(origin_key, response, sent)
+            if asked is None:
+                return False
+            extra[:] = [s for s in asked if s not in scopes]
+            fresh = authorize()
+            return bool(fresh) and fresh != sent
+
+        return self._send(self.client_for(host), method, url, what=what, where=host.base_url,
+                          headers={**dict(host.headers), **(headers or {})}, ok=ok, body=body, length=length,
+                          attempts=attempts, retry=retry, error=error, auth_origin=_origin(host.base_url),
+                          authorize=authorize, rechallenge=rechallenge)
+
+    def open_plain(self, url: str, *, what: str, headers: Mapping[str, str] | None = None,
+                   ok: tuple[int, ...] = (200, 206)) -> httpx.Response:
+        """GET a URL outside the registry (foreign layers), with retries and redirects.
+
+        No credentials and none of the options' headers go there.
+        """
+        return self._send(self.client_for(None), "GET", url, what=what, where="", headers=dict(headers or {}), ok=ok,
+                          plain=True)
 
 
 def _parse_ref(ref: str, *, need_object: bool) -> reference.Reference:
@@ -496,7 +533,7 @@ class DockerResolver:
         except UnsupportedError:
             response = None
         if response is not None:
-            response.close()
+            close_quietly(response)
             desc = self._from_head(response, parsed, kind)
             if desc is not None:
                 return desc
@@ -620,7 +657,7 @@ class DockerFetcher:
                     continue
                 try:
                     return self._open_foreign(u, desc, name)
-                except (HoistError, httpx.HTTPError) as e:
+                except HoistError as e:
                     log.info("%s: foreign URL %s failed: %s", name, u, e)
         session = self._resolver.session
         hosts = session.hosts(self._ref.domain).for_capability("pull")
@@ -651,7 +688,7 @@ class DockerFetcher:
         served = mt.base(response.headers.get("content-type", ""))
         wanted = mt.base(desc.media_type)
         if served in _MANIFEST_LIKE and wanted in _MANIFEST_LIKE and served != wanted:
-            response.close()
+            close_quietly(response)
             raise FailedPreconditionError(f"{name}: registry serves it as {served}, the descriptor says {wanted}")
 
     def _stream(self, response: httpx.Response, desc: Descriptor, name: str, host: RegistryHost, url: str,
@@ -660,9 +697,10 @@ class DockerFetcher:
 
         def open_at(offset: int) -> httpx.Response:
             return session.open(host, "GET", url, registry=self._ref.domain, scopes=self._scopes, what=name,
-                                headers={**headers, "Range": f"bytes={offset}-"}, ok=(200, 206))
+                                headers={**headers, "Range": f"bytes={offset}-"}, ok=(200, 206, 416))
 
-        body = ResumingBody(open_at, response, size=desc.size, name=name, policy=session.policy)
+        body = ResumingBody(open_at, response, size=desc.size, name=name, policy=session.policy,
+                            where=host.base_url)
         try:
             return VerifyingReader(body, desc, name=name)
         except BaseException:
@@ -674,8 +712,13 @@ class DockerFetcher:
         response = session.open_plain(url, what=f"{name} from {url}")
 
         def open_at(offset: int) -> httpx.Response:
-            return session.open_plain(url, what=f"{name} from {url}", headers={"Range": f"bytes={offset}-"})
+            return session.open_plain(url, what=f"{name} from {url}", headers={"Range": f"bytes={offset}-"},
+                                      ok=(200, 206, 416))
 
         body = ResumingBody(open_at, response, size=desc.size, name=name, policy=session.policy)
-        return VerifyingReader(body, desc, name=name)
+        try:
+            return VerifyingReader(body, desc, name=name)
+        except BaseException:
+            body.close()
+            raise
 

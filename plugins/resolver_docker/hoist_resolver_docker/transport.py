@@ -2,6 +2,8 @@
 
 Retries cover connection errors, cut-off responses, 408, 429 and 5xx (not 501/505), never 401/403/404
 or a registry's ``*_UNKNOWN`` codes.  A blob body cut off mid-way continues with ``Range: bytes=N-``.
+Whatever the network stack raises (httpx, httpcore, TLS, sockets) leaves this package as a Hoist error
+naming the object and the endpoint: :func:`network_error`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import httpcore
@@ -39,6 +42,17 @@ MAX_SMALL_BODY = 1 << 20
 SOCKET_READ_SIZE = 1 << 20
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524, 529})
+#: What the network stack can raise past httpx: its own errors, httpcore's (a response stream closed or
+#: read outside httpx's mapping), TLS and socket errors.
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    httpx.HTTPError, httpx.InvalidURL, httpx.StreamError,
+    httpcore.ConnectionNotAvailable, httpcore.ProtocolError, httpcore.NetworkError, httpcore.TimeoutException,
+    httpcore.UnsupportedProtocol, httpcore.ProxyError,
+    ssl.SSLError, OSError,
+)
+#: A request body: bytes, or a factory of a fresh iterable of chunks (so a retry can send it again).
+Body = bytes | Callable[[], Iterable[bytes]]
+
 _FINAL_CODES = frozenset({"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN", "UNAUTHORIZED", "DENIED",
                           "NAME_INVALID", "DIGEST_INVALID", "TAG_INVALID", "MANIFEST_INVALID", "UNSUPPORTED"})
 
@@ -120,13 +134,48 @@ def is_tls_error(exc: BaseException) -> bool:
 
 
 def retryable_error(exc: BaseException) -> bool:
-    """Connection problems worth retrying (not TLS failures, not malformed requests)."""
+    """Connection problems worth retrying (not TLS failures, not malformed requests or URLs)."""
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL,
-                        httpx.DecodingError, httpx.TooManyRedirects)):
+                        httpx.DecodingError, httpx.TooManyRedirects, httpx.StreamError,
+                        httpcore.UnsupportedProtocol, httpcore.LocalProtocolError)):
         return False
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, (httpx.TransportError, httpcore.ConnectionNotAvailable, httpcore.ProtocolError,
+                        httpcore.NetworkError, httpcore.TimeoutException, OSError)):
         return not is_tls_error(exc)
     return False
+
+
+def network_error(exc: BaseException, what: str, where: str = "") -> HoistError:
+    """The Hoist error for a failure below HTTP (one of :data:`NETWORK_ERRORS`).
+
+    :param what: names the object (``host/repo@digest``, ``token from …``).
+    :param where: the endpoint (``https://host:port``); empty when ``what`` already names it.
+    :returns: :class:`~hoist.errors.FailedPreconditionError` for a URL that cannot be used (a registry's
+        ``Location``, a realm), :class:`~hoist.errors.UnavailableError` for everything else.
+    """
+    if isinstance(exc, HoistError):
+        return exc
+    if isinstance(exc, (httpx.InvalidURL, httpx.UnsupportedProtocol, httpcore.UnsupportedProtocol)):
+        return FailedPreconditionError(f"{what}: {where + ': ' if where else ''}unusable URL: {_root_message(exc)}")
+    if where:
+        return UnavailableError(f"{what}: {describe_transport_error(exc, where)}")
+    return UnavailableError(describe_transport_error(exc, what))
+
+
+def endpoint(url: str | httpx.URL) -> str:
+    """``scheme://host[:port]`` of a URL, for messages."""
+    parts = urlsplit(str(url))
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else str(url)
+
+
+def close_quietly(response: httpx.Response | None) -> None:
+    """Close a response; a connection that fails while closing is only dropped."""
+    if response is None:
+        return
+    try:
+        response.close()
+    except NETWORK_ERRORS as e:
+        log.debug("%s: closing the response: %s", endpoint(response.request.url), e)
 
 
 def describe_transport_error(exc: BaseException, url: str) -> str:
@@ -163,6 +212,7 @@ def read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
     """Read a streamed response body, refusing more than ``limit`` bytes (closes the response either way).
 
     :raises FailedPreconditionError: the body is longer than ``limit``.
+    :raises UnavailableError: the connection failed while the body was read.
     """
     out = bytearray()
     try:
@@ -173,9 +223,27 @@ def read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
             out += chunk
             if len(out) > limit:
                 raise FailedPreconditionError(f"{what}: body exceeds the {limit}-byte limit")
+    except NETWORK_ERRORS as e:
+        raise network_error(e, what, endpoint(response.request.url)) from e
     finally:
-        response.close()
+        close_quietly(response)
     return bytes(out)
+
+
+def read_error_body(response: httpx.Response, what: str) -> bytes:
+    """The (limited) body of an error response, for its message; ``b""`` when it cannot be read.
+
+    Registries answer some errors with a ``Content-Length`` their body does not fill (distribution's
+    416): the status alone must then tell what happened.
+    """
+    if response.request.method == "HEAD":
+        close_quietly(response)
+        return b""
+    try:
+        return read_limited(response, MAX_SMALL_BODY, what)
+    except HoistError as e:
+        log.debug("%s: HTTP %d body unreadable: %s", what, response.status_code, e)
+        return b""
 
 
 @attrs.frozen(kw_only=True)
@@ -250,18 +318,21 @@ class ResumingBody:
     """A raw stream over a blob response that resumes with ``Range`` when the connection drops.
 
     ``open_at(offset)`` issues the request (with ``Range: bytes=offset-`` when ``offset > 0``) and returns
-    a successful streamed response.  A 206 must carry a ``Content-Range`` starting at ``offset``; a 200
-    makes the reader discard the prefix it already delivered.  Gives up after ``resume_attempts``
-    consecutive attempts that brought no new byte.  ``readinto`` fills the caller's buffer from the
-    response's chunks with slice copies only.
+    a streamed response: 200, 206 or 416.  A 206 must carry a ``Content-Range`` starting at ``offset``; a
+    200 makes the reader discard the prefix it already delivered.  A 416, or a resumed 200 whose
+    ``Content-Length`` differs from ``size``, means the object is not ``size`` bytes long.  Gives up
+    after ``resume_attempts`` consecutive attempts that brought no new byte.  Seeking to ``size`` makes
+    no request.  ``readinto`` fills the caller's buffer from the response's chunks with slice copies only.
 
     :param size: the expected length, or ``None`` when unknown (no resume then).
+    :param where: the endpoint, for messages.
     """
 
     def __init__(self, open_at: OpenFunc, first: httpx.Response, *, size: int | None, name: str,
-                 policy: RetryPolicy, offset: int = 0) -> None:
+                 policy: RetryPolicy, offset: int = 0, where: str = "") -> None:
         self._open_at = open_at
         self._name = name
+        self._where = where or endpoint(first.request.url)
         self._size = size
         self._policy = policy
         self._offset = offset
@@ -276,20 +347,48 @@ class ResumingBody:
         self._attach(first, offset)
 
     def _attach(self, response: httpx.Response, offset: int) -> None:
-        self._response = response
         self._chunk, self._pos, self._skip = b"", 0, 0
-        if offset > 0:
-            if response.status_code == 206:
-                rng = parse_content_range(response.headers.get("content-range"))
-                if rng is None or rng[0] != offset or (self._size is not None and rng[2] not in (None, self._size)):
-                    response.close()
-                    raise UnavailableError(
-                        f"{self._name}: registry answered 'Range: bytes={offset}-' with Content-Range "
-                        f"{response.headers.get('content-range')!r}"
-                    )
-            else:
-                self._skip = offset
+        code = response.status_code
+        if code == 416:
+            close_quietly(response)
+            raise self._range_refused(response, offset)
+        if code == 206:
+            rng = parse_content_range(response.headers.get("content-range"))
+            if rng is not None and rng[2] is not None and self._size is not None and rng[2] != self._size:
+                close_quietly(response)
+                raise self._size_mismatch(rng[2])
+            if rng is None or rng[0] != offset:
+                close_quietly(response)
+                raise UnavailableError(
+                    f"{self._name}: registry answered 'Range: bytes={offset}-' with Content-Range "
+                    f"{response.headers.get('content-range')!r}"
+                )
+        elif offset > 0:
+            # The whole object again, in answer to a resume: its length is now twice confirmed.
+            declared = response.headers.get("content-length", "")
+            if self._size is not None and declared.isdigit() and int(declared) != self._size:
+                close_quietly(response)
+                raise self._size_mismatch(int(declared))
+            self._skip = offset
+        self._response = response
         self._iter = iter_body(response)
+
+    def _size_mismatch(self, actual: int) -> FailedPreconditionError:
+        if self._size is not None and actual > self._size:
+            return FailedPreconditionError(
+                f"content {self._name}: size mismatch: stream is longer than the expected {self._size} bytes "
+                f"({self._where} has {actual})")
+        return FailedPreconditionError(
+            f"content {self._name}: size mismatch: {self._where} has {actual} bytes, expected {self._size}")
+
+    def _range_refused(self, response: httpx.Response, offset: int) -> HoistError:
+        rng = response.headers.get("content-range", "")
+        total = rng.rpartition("/")[2].strip()
+        if total.isdigit() and self._size is not None and int(total) != self._size:
+            return self._size_mismatch(int(total))
+        return FailedPreconditionError(
+            f"content {self._name}: {self._where} refused 'Range: bytes={offset}-' (HTTP 416"
+            f"{', Content-Range ' + repr(rng) if rng else ''}); expected {self._size} bytes")
 
     @property
     def offset(self) -> int:
@@ -299,24 +398,28 @@ class ResumingBody:
         return self._size is not None
 
     def seek(self, offset: int) -> int:
-        """Continue from ``offset`` (reopens the request with ``Range``)."""
+        """Continue from ``offset`` (reopens the request with ``Range``; at the end, no request)."""
         if offset == self._offset:
             return offset
         self._drop()
         self._offset = offset
         self._progress_mark = offset
+        if self._size is not None and offset >= self._size:
+            self._chunk, self._pos, self._iter = b"", 0, iter(())
+            return offset
         self._attach(self._open_at(offset), offset)
         return offset
 
     def _drop(self) -> None:
-        if self._response is not None:
-            self._response.close()
-            self._response = None
+        close_quietly(self._response)
+        self._response = None
         self._iter = None
 
     def _next_chunk(self) -> bool:
         """Load the next chunk; False at the end of the object."""
         while True:
+            if self._closed:
+                raise ValueError(f"{self._name}: read from a closed stream")
             try:
                 if self._iter is None:
                     raise httpx.ReadError("connection lost")
@@ -326,11 +429,11 @@ class ResumingBody:
                     return False
                 cause: BaseException = httpx.RemoteProtocolError(
                     f"response ended at byte {self._offset} of {self._size}")
-            except httpx.TransportError as e:
+            except NETWORK_ERRORS as e:
                 if self._size is not None and self._offset >= self._size:
                     return False
                 if not retryable_error(e):
-                    raise UnavailableError(describe_transport_error(e, self._name)) from e
+                    raise network_error(e, self._name, self._where) from e
                 cause = e
             else:
                 if self._skip:
@@ -348,13 +451,13 @@ class ResumingBody:
     def _resume(self, cause: BaseException) -> None:
         self._drop()
         if self._size is None:
-            raise UnavailableError(describe_transport_error(cause, self._name)) from cause
+            raise network_error(cause, self._name, self._where) from cause
         if self._offset > self._progress_mark:
             self._failures = 0
         self._progress_mark = self._offset
         self._failures += 1
         if self._failures > self._policy.resume_attempts:
-            reason = describe_transport_error(cause, "").lstrip(": ")
+            reason = describe_transport_error(cause, self._where)
             raise UnavailableError(
                 f"{self._name}: download stopped at byte {self._offset} of {self._size} after "
                 f"{self._policy.resume_attempts} attempts without progress: {reason}"

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 
@@ -91,8 +91,63 @@ class FakeRegistry:
             return httpx.Response(200, headers=headers, content=data)
         return httpx.Response(404)
 
+    def first_get(self, first: httpx.Response,
+                  then: Callable[[httpx.Request], httpx.Response | None] | None = None) -> None:
+        """Answer the first ``GET`` with ``first``; later ones with ``then(request)`` (``None``: as usual)."""
+        pending = [first]
+
+        def hook(request: httpx.Request) -> httpx.Response | None:
+            if request.method != "GET":
+                return None
+            if pending:
+                return pending.pop()
+            return then(request) if then is not None else None
+
+        self.hook = hook
+
     def paths(self, method: str | None = None) -> list[str]:
         return [r.url.path for r in self.requests if method is None or r.method == method]
+
+
+class FaultyStream(httpx.SyncByteStream):
+    """A response body: ``data`` in 64 KiB pieces, then ``exc`` (if any); ``close`` raises ``close_exc`` (if any)."""
+
+    def __init__(self, data: bytes, exc: BaseException | None = None, close_exc: BaseException | None = None) -> None:
+        self.data, self.exc, self.close_exc = data, exc, close_exc
+
+    def __iter__(self) -> Iterator[bytes]:
+        for i in range(0, len(self.data), 65536):
+            yield self.data[i:i + 65536]
+        if self.exc is not None:
+            raise self.exc
+
+    def close(self) -> None:
+        if self.close_exc is not None:
+            raise self.close_exc
+
+
+def CutStream(data: bytes, cut: int, exc: Exception | None = None) -> FaultyStream:  # noqa: N802 - reads as a class
+    """A body that raises a read error (``exc``, default a connection reset) after ``cut`` bytes."""
+    return FaultyStream(data[:cut], exc or httpx.ReadError("connection reset by peer"))
+
+
+class BytesReaderAt:
+    """A :class:`hoist.content.ReaderAt` over bytes in memory."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.reads = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        self.reads += 1
+        return self.data[offset:offset + n]
+
+    def close(self) -> None:
+        return None
 
 
 def _error(status: int, code: str, message: str) -> httpx.Response:

@@ -29,7 +29,7 @@ from hoist_resolver_docker.config import DockerResolverConfig
 from hoist_resolver_docker.resolver import MANIFEST_ACCEPT
 from hoist_resolver_docker.transport import parse_retry_after
 
-from resolver_docker_fakes import OCI_INDEX, OCI_MANIFEST, REGISTRY, FakeRegistry, basic, sha
+from resolver_docker_fakes import OCI_INDEX, OCI_MANIFEST, REGISTRY, CutStream, FakeRegistry, basic, sha
 
 REF = f"{REGISTRY}/app:1"
 
@@ -285,18 +285,6 @@ def test_name_unknown_is_final_even_on_a_retryable_status(fake: FakeRegistry, ma
 # -- resuming bodies ----------------------------------------------------------------------------------
 
 
-class CutStream(httpx.SyncByteStream):
-    """A body that raises a read error after ``cut`` bytes."""
-
-    def __init__(self, data: bytes, cut: int, exc: Exception | None = None) -> None:
-        self.data, self.cut, self.exc = data, cut, exc or httpx.ReadError("connection reset by peer")
-
-    def __iter__(self) -> Iterator[bytes]:
-        for i in range(0, self.cut, 65536):
-            yield self.data[i:min(i + 65536, self.cut)]
-        raise self.exc
-
-
 def test_cut_body_resumes_with_range(fake: FakeRegistry, make_resolver) -> None:
     data = os.urandom(1 << 20)
     blob = fake.add_blob(data)
@@ -318,32 +306,15 @@ def test_cut_body_resumes_with_range(fake: FakeRegistry, make_resolver) -> None:
 def test_server_ignoring_range_discards_the_prefix(fake: FakeRegistry, make_resolver) -> None:
     data = os.urandom(500_000)
     blob = fake.add_blob(data)
-    first = [True]
-
-    def hook(req: httpx.Request) -> httpx.Response | None:
-        if req.method != "GET":
-            return None
-        if first[0]:
-            first[0] = False
-            return httpx.Response(200, stream=CutStream(data, 200_000))
-        return httpx.Response(200, content=data)  # Range ignored
-
-    fake.hook = hook
+    fake.first_get(httpx.Response(200, stream=CutStream(data, 200_000)),
+                   lambda req: httpx.Response(200, content=data))  # Range ignored
     assert _read(make_resolver().fetcher(REF).fetch(blob)) == data
 
 
 def test_truncated_body_resumes(fake: FakeRegistry, make_resolver) -> None:
     data = os.urandom(300_000)
     blob = fake.add_blob(data)
-    first = [True]
-
-    def hook(req: httpx.Request) -> httpx.Response | None:
-        if req.method == "GET" and first[0]:
-            first[0] = False
-            return httpx.Response(200, content=data[:100_000])  # a clean but short body
-        return None
-
-    fake.hook = hook
+    fake.first_get(httpx.Response(200, content=data[:100_000]))  # a clean but short body
     assert _read(make_resolver().fetcher(REF).fetch(blob)) == data
     assert fake.requests[-1].headers["range"] == "bytes=100000-"
 
@@ -351,17 +322,8 @@ def test_truncated_body_resumes(fake: FakeRegistry, make_resolver) -> None:
 def test_mismatched_content_range_is_an_error(fake: FakeRegistry, make_resolver) -> None:
     data = os.urandom(300_000)
     blob = fake.add_blob(data)
-    first = [True]
-
-    def hook(req: httpx.Request) -> httpx.Response | None:
-        if req.method != "GET":
-            return None
-        if first[0]:
-            first[0] = False
-            return httpx.Response(200, stream=CutStream(data, 100_000))
-        return httpx.Response(206, headers={"Content-Range": "bytes 0-299999/300000"}, content=data)
-
-    fake.hook = hook
+    fake.first_get(httpx.Response(200, stream=CutStream(data, 100_000)),
+                   lambda req: httpx.Response(206, headers={"Content-Range": "bytes 0-299999/300000"}, content=data))
     with pytest.raises(UnavailableError, match=r"answered 'Range: bytes=100000-' with Content-Range 'bytes 0-"):
         _read(make_resolver().fetcher(REF).fetch(blob))
 

@@ -34,31 +34,13 @@ from hoist_resolver_docker.pusher import (
     distribution_sources,
 )
 from hoist_resolver_docker.resolver import DockerResolver
+from resolver_docker_fakes import BytesReaderAt
 from support.faultproxy import respond, stall
 
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MiB = 1 << 20
-
-
-class BytesReaderAt:
-    """A :class:`hoist.content.ReaderAt` over bytes in memory."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.reads = 0
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    def read_at(self, offset: int, n: int) -> bytes:
-        self.reads += 1
-        return self.data[offset:offset + n]
-
-    def close(self) -> None:
-        return None
 
 
 def blob(data: bytes, media_type: str = LAYER) -> Descriptor:

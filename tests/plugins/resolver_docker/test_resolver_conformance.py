@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from hoist.content import Digest
@@ -52,11 +51,3 @@ class TestDockerResolver(ResolverSuite):
             resolver.close()
             for path, data in saved.items():
                 path.write_bytes(data)
-
-    # Known bug, reported: a descriptor larger than the blob makes the fetch resume past the end, and the
-    # registry's 416 reply surfaces as httpx.RemoteProtocolError instead of a hoist error.  Strict: this
-    # fails as soon as the resolver is fixed, so the mark gets removed.
-    @pytest.mark.parametrize("delta", [-1, pytest.param(1, marks=pytest.mark.xfail(
-        strict=True, raises=httpx.RemoteProtocolError, reason="docker resolver: resume past the end of a blob"))])
-    def test_a_wrong_size_is_refused_before_the_last_byte(self, resolver_case: ResolverCase, delta: int) -> None:
-        super().test_a_wrong_size_is_refused_before_the_last_byte(resolver_case, delta)
