@@ -29,9 +29,8 @@ def step(title: str) -> None:
 
 def sh(*args: object, expect: str | None = None) -> str:
     print("$ " + " ".join(shlex.quote(str(a)) for a in args), flush=True)
-    r = subprocess.run([str(a) for a in args], capture_output=True, text=True)
+    r = subprocess.run([str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sys.stdout.write(r.stdout)
-    sys.stderr.write(r.stderr)
     if r.returncode != 0:
         sys.exit(f"demo: {Path(str(args[0])).name} failed with exit code {r.returncode}")
     if expect is not None and expect not in r.stdout:
@@ -74,16 +73,19 @@ def main() -> None:
                 sh(BIN / "hoist", *a, "plugins", "ls")
                 sh("ctr", "--address", sock, "version")
 
-                step("resolve and fetch the image through hoistd's API")
+                step("resolve the image, then pull it through hoistd: fetch into its content store, unpack into its snapshots")
                 sh(BIN / "dist", *a, "resolve", ref)
-                sh(BIN / "dist", *a, "fetch", "--progress", "plain", ref)
+                sh(BIN / "dist", *a, "pull", "--progress", "plain", ref, expect="unpacked into")
                 sh(BIN / "dist", *a, "images", "ls", expect=ref)
                 sh("ctr", "--address", sock, "images", "check", expect=ref)
 
-                step("run a container from it")
+                step("run containers from it")
                 sh(BIN / "hoist", *a, "run", "--rm", ref, "demo1", expect="hello from busybox")
                 sh(BIN / "hoist", *a, "run", "--rm", ref, "demo2", "/bin/sh", "-c",
                    "echo pid $$ on $(hostname) as $(id -un)", expect="pid 1 on demo2 as root")
+                sh(BIN / "hoist", *a, "run", "-d", ref, "demo3", "sleep", "600", expect="demo3")
+                sh(BIN / "hoist", *a, "containers", "ls", expect="demo3")
+                sh(BIN / "hoist", *a, "containers", "rm", "--force", "demo3", expect="demo3")
                 sh(BIN / "hoist", *a, "containers", "ls")
             finally:
                 step("stop hoistd with SIGTERM")

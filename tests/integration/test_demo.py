@@ -15,5 +15,8 @@ def test_demo_runs_end_to_end():
     out = r.stdout
     assert "hello from busybox" in out
     assert "pid 1 on demo2 as root" in out
+    assert "unpacked into" in out
+    listed = out.split("containers ls\n", 1)[1]
+    assert "demo3" in listed.split("\n", 2)[1]
     assert "hoistd exited with 0; socket removed: True" in out
     assert out.rstrip().endswith("demo: done")
