@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,59 +36,31 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from pull import Containerd, Registry, build_and_push  # noqa: E402
-from support.hoistd import HOISTD_BUILTINS, HOISTD_PLUGINS  # noqa: E402
+from pull import build_and_push  # noqa: E402
+from support.cli import config_text  # noqa: E402
+from support.containerd import Containerd  # noqa: E402
+from support.hoistd import HOISTD_PLUGINS, HoistdProcess  # noqa: E402
+from support.registry import Registry  # noqa: E402
 
 MiB = 1 << 20
 CTR = "ctr"
 TARGET = 1.0  # hoistd time / containerd time, every case
-_LAUNCH = (
-    "import sys, json, hoist.builtins as b; b.BUILTINS.update(json.loads(sys.argv.pop(1))); "
-    "from hoist.cli.hoistd import main; sys.argv[0] = 'hoistd'; main()"
-)
 
 
-class Hoistd:
-    """hoistd with every core service, its root under ``workdir/hoistd``; fresh for every round."""
+class Hoistd(HoistdProcess):
+    """hoistd with every core service (the local store with fsync, as containerd), under ``workdir/hoistd``."""
 
     def __init__(self, workdir: Path) -> None:
-        self.dir = workdir / "hoistd"
-        self.sock = self.dir / "run" / "hoistd.sock"
-        self.proc: subprocess.Popen | None = None
+        base = workdir / "hoistd"
+        super().__init__(base, config=workdir / "hoistd.toml", address=base / "run" / "hoistd.sock")
 
     def fresh(self) -> None:
+        """Restart on an empty root and state (start-up is not timed)."""
         self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
-        plugins = ", ".join(f'"{p}"' for p in HOISTD_PLUGINS)
-        conf = self.dir / "config.toml"
-        conf.write_text(
-            f'version = 1\nroot = "{self.dir / "root"}"\nstate = "{self.dir / "state"}"\n'
-            f"enabled_plugins = [{plugins}]\n"
-            f'[grpc]\naddress = "{self.sock}"\n'
-        )
-        log = open(self.dir / "hoistd.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, json.dumps(HOISTD_BUILTINS), "--config", str(conf),
-                                      "--log-level", "warning"], stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.sock.exists() and subprocess.run([CTR, "--address", str(self.sock), "version"],
-                                                     capture_output=True).returncode == 0:
-                return
-            if self.proc.poll() is not None:
-                raise SystemExit("hoistd died; see " + str(self.dir / "hoistd.log"))
-            time.sleep(0.1)
-        raise SystemExit("hoistd did not come up")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc = None
+        shutil.rmtree(self.base, ignore_errors=True)
+        self.base.mkdir(parents=True)
+        self.config.write_text(config_text(self.base, HOISTD_PLUGINS, grpc_address=self.address))
+        self.start()
 
 
 def vm_hwm_mib(pid: int) -> float:
@@ -152,7 +123,7 @@ def main() -> None:
     cases = [c for c in args.only.split(",") if c]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hoist-bench-api-"))
     work.mkdir(parents=True, exist_ok=True)
-    daemons = {"hoistd": Hoistd(work), "containerd": Containerd(work)}
+    daemons = {"hoistd": Hoistd(work), "containerd": Containerd(work / "containerd")}
     times: dict[tuple[str, str], list[float]] = {}
     peak: dict[str, float] = {}
     reg = None
@@ -161,12 +132,12 @@ def main() -> None:
         digest = make_blob(blob, args.blob_mib * MiB) if {"ingest", "get"} & set(cases) else ""
         img = None
         if "fetch" in cases:
-            reg = Registry(work).start()
+            reg = Registry(work / "registry").start()
             img = build_and_push(reg, work, "api", args.layers, args.layer_mib)
         for run in range(args.runs):
             for name, d in (daemons.items() if run % 2 == 0 else reversed(list(daemons.items()))):
                 d.fresh()
-                sock = str(d.sock)
+                sock = str(d.address)
                 base = [CTR, "--address", sock]
                 if "ingest" in cases or "get" in cases:
                     t = timed([*base, "content", "ingest", "--expected-size", str(args.blob_mib * MiB),

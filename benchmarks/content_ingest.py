@@ -23,13 +23,15 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.containerd import Containerd  # noqa: E402
 
 CHUNK = 1 << 20
 
@@ -105,81 +107,25 @@ def _run_child(case: str, src: str, dest: str, expected: str, size: int) -> dict
 # -- containerd -----------------------------------------------------------------------------------
 
 
-class PrivateContainerd:
-    """containerd with root, state and sockets under a temp dir (CRI and exotic snapshotters off)."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.sock = str(base / "containerd.sock")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        conf = self.base / "config.toml"
-        self.base.mkdir(parents=True, exist_ok=True)
-        conf.write_text(f"""version = 2
-root = "{self.base}/root"
-state = "{self.base}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{self.sock}"
-[ttrpc]
-  address = "{self.sock}.ttrpc"
-[debug]
-  address = "{self.base}/debug.sock"
-  level = "warn"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{self.base}/opt"
-""")
-        log = open(self.base / "containerd.log", "wb")
-        self.proc = subprocess.Popen(["containerd", "--config", str(conf)], stdout=log, stderr=log)
-        for _ in range(200):
-            if os.path.exists(self.sock) and subprocess.run(
-                ["ctr", "--address", self.sock, "version"], capture_output=True
-            ).returncode == 0:
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"containerd exited: {(self.base / 'containerd.log').read_text()[-2000:]}")
-            time.sleep(0.05)
-        raise RuntimeError("containerd did not come up")
-
-    def ingest(self, src: str, size: int, expected: str, ref: str) -> dict:
-        # /usr/bin/time (tiny) reports the client's own peak RSS; ru_maxrss of a child of this
-        # process would include this interpreter's, inherited across exec.
-        timer = ["/usr/bin/time", "-f", "%M"] if os.path.exists("/usr/bin/time") else []
-        with open(src, "rb") as f:
-            t = time.perf_counter()
-            p = subprocess.run(
-                [*timer, "ctr", "--address", self.sock, "content", "ingest", "--expected-size", str(size),
-                 "--expected-digest", expected, ref],
-                stdin=f, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True,
-            )
-            dt = time.perf_counter() - t
-        rss = int(p.stderr.strip().splitlines()[-1]) if timer else 0
-        assert self.proc is not None
-        hwm = _vm_hwm_kib(self.proc.pid)
-        # a removed blob lingers until containerd's GC runs, and a re-ingest of it would only
-        # relink it: restart on an empty root instead (start-up is not timed)
-        self.stop()
-        shutil.rmtree(self.base / "root", ignore_errors=True)
-        shutil.rmtree(self.base / "state", ignore_errors=True)
-        self.start()
-        return {"seconds": dt, "client_maxrss_kib": rss, "daemon_hwm_kib": hwm}
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
+def ctr_ingest(ctrd: Containerd, src: str, size: int, expected: str, ref: str) -> dict:
+    """``ctr content ingest`` of ``src``; then containerd restarts on an empty root (start-up is not timed)."""
+    # /usr/bin/time (tiny) reports the client's own peak RSS; ru_maxrss of a child of this
+    # process would include this interpreter's, inherited across exec.
+    timer = ["/usr/bin/time", "-f", "%M"] if os.path.exists("/usr/bin/time") else []
+    with open(src, "rb") as f:
+        t = time.perf_counter()
+        p = subprocess.run(
+            [*timer, "ctr", "--address", str(ctrd.address), "content", "ingest", "--expected-size", str(size),
+             "--expected-digest", expected, ref],
+            stdin=f, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True,
+        )
+        dt = time.perf_counter() - t
+    rss = int(p.stderr.strip().splitlines()[-1]) if timer else 0
+    assert ctrd.proc is not None
+    hwm = _vm_hwm_kib(ctrd.proc.pid)
+    # a removed blob lingers until containerd's GC runs, and a re-ingest of it would only relink it
+    ctrd.fresh()
+    return {"seconds": dt, "client_maxrss_kib": rss, "daemon_hwm_kib": hwm}
 
 
 # -- driver ---------------------------------------------------------------------------------------
@@ -224,14 +170,14 @@ def main() -> None:
     os.environ["HOIST_BENCH_WRITEBACK_MIB"] = str(a.writeback_mib)
     only = set(filter(None, a.only.split(",")))
     scratch = Path(tempfile.mkdtemp(prefix="hoist-bench-ingest-", dir=a.dir))
-    ctrd: PrivateContainerd | None = None
+    ctrd: Containerd | None = None
     try:
         src = scratch / "source.bin"
         print(f"# creating a {a.size_mib} MiB source file in {scratch}", file=sys.stderr)
         expected = _make_source(src, size)
         have_ctr = shutil.which("containerd") is not None and shutil.which("ctr") is not None and (not only or "ctr" in only)
         if have_ctr:
-            ctrd = PrivateContainerd(scratch / "containerd")
+            ctrd = Containerd(scratch / "containerd")
             ctrd.start()
         baseline = _run_child("baseline", str(src), "", expected, size)["maxrss_kib"]
 
@@ -250,7 +196,7 @@ def main() -> None:
                         _run_child("sha256", str(src), "", expected, size)  # make sure it is cached
                     if case == "ctr":
                         assert ctrd is not None
-                        r = ctrd.ingest(str(src), size, expected, f"bench-{cache}-{i}")
+                        r = ctr_ingest(ctrd, str(src), size, expected, f"bench-{cache}-{i}")
                         r["maxrss_kib"] = r["client_maxrss_kib"]
                     else:
                         r = _run_child(case, str(src), str(dest), expected, size)

@@ -26,8 +26,6 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,13 +33,13 @@ import tarfile
 import time
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
-# `dist`, with the metadata builtin registered even where hoist.builtins does not list it yet.
-DIST = [sys.executable, "-c", "import sys, hoist.builtins as b; b.BUILTINS.setdefault('hoist.metadata.v1.sqlite', "
-        "'hoist.metadata.plugin'); sys.argv[0] = 'dist'; from hoist.cli.dist import main; main()"]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.cli import DIST  # noqa: E402
+from support.containerd import Containerd  # noqa: E402
+from support.registry import Registry  # noqa: E402
+
 MiB = 1 << 20
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -53,76 +51,7 @@ TARGETS = {  # image -> {peer: max ratio hoist/peer}
 RSS_TARGET_MIB = 150
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# -- registry ------------------------------------------------------------------------------------
-
-
-class Registry:
-    """docker-registry serving ``workdir/registry`` on a free loopback port; stopped by PID."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir / "registry"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Registry:
-        cfg = self.dir / "config.yml"
-        cfg.write_text(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
-            f"    rootdirectory: {self.dir / 'data'}\n  delete:\n    enabled: true\n  maintenance:\n"
-            "    uploadpurging:\n      enabled: false\nhttp:\n"
-            f"  addr: {self.host}\n  secret: hoist-bench\n"
-        )
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.dir / "registry.log", "ab"), start_new_session=True)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://{self.host}/v2/", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise SystemExit("registry did not start; see " + str(self.dir / "registry.log"))
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-    def blob_file(self, digest: str) -> Path:
-        h = digest.split(":", 1)[1]
-        return self.dir / "data/docker/registry/v2/blobs/sha256" / h[:2] / h / "data"
-
-    def push_blob(self, client: httpx.Client, repo: str, path: Path, digest: str) -> None:
-        if client.head(f"/v2/{repo}/blobs/{digest}").status_code == 200:
-            return
-        r = client.post(f"/v2/{repo}/blobs/uploads/")
-        r.raise_for_status()
-        loc = r.headers["location"]
-        with open(path, "rb") as f:
-            sep = "&" if "?" in loc else "?"
-            r = client.put(f"{loc}{sep}digest={digest}", content=_chunks(f),
-                           headers={"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)})
-        r.raise_for_status()
-
-
-def _chunks(f: io.BufferedReader):
-    while True:
-        b = f.read(4 * MiB)
-        if not b:
-            return
-        yield b
+# -- images ---------------------------------------------------------------------------------------
 
 
 def build_and_push(reg: Registry, workdir: Path, name: str, layers: int, layer_mib: int) -> dict:
@@ -151,72 +80,13 @@ def build_and_push(reg: Registry, workdir: Path, name: str, layers: int, layer_m
     (src / "config.json").write_bytes(config)
     manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": cfg_desc, "layers": descs}).encode()
     repo = f"bench/{name}"
-    with httpx.Client(base_url=f"http://{reg.host}", timeout=120) as c:
-        reg.push_blob(c, repo, src / "config.json", cfg_desc["digest"])
-        for i, d in enumerate(descs):
-            reg.push_blob(c, repo, src / f"layer{i}.tar", d["digest"])
-        c.put(f"/v2/{repo}/manifests/1", content=manifest, headers={"Content-Type": OCI_MANIFEST}).raise_for_status()
+    reg.upload_blob_file(repo, src / "config.json", cfg_desc["digest"])
+    for i, d in enumerate(descs):
+        reg.upload_blob_file(repo, src / f"layer{i}.tar", d["digest"])
+    reg.put_manifest(repo, "1", manifest, OCI_MANIFEST)
     blobs = [cfg_desc, *descs]
     return {"ref": f"{reg.host}/{repo}:1", "repo": repo, "blobs": blobs, "bytes": sum(b["size"] for b in blobs),
             "layers": descs}
-
-
-# -- private containerd --------------------------------------------------------------------------
-
-
-class Containerd:
-    """A private containerd (root, state, socket under ``workdir/containerd``); fresh for every run."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir / "containerd"
-        self.sock = self.dir / "containerd.sock"
-        self.proc: subprocess.Popen | None = None
-
-    def fresh(self) -> None:
-        self.stop()
-        for d in ("root", "state"):
-            shutil.rmtree(self.dir / d, ignore_errors=True)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        conf = self.dir / "config.toml"
-        conf.write_text(f"""version = 2
-root = "{self.dir / 'root'}"
-state = "{self.dir / 'state'}"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{self.sock}"
-[ttrpc]
-  address = "{self.sock}.ttrpc"
-[debug]
-  address = "{self.dir / 'debug.sock'}"
-  level = "warn"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{self.dir / 'opt'}"
-""")
-        self.proc = subprocess.Popen(["containerd", "--config", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.dir / "containerd.log", "ab"), start_new_session=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.sock.exists() and subprocess.run(["ctr", "--address", str(self.sock), "version"],
-                                                     capture_output=True).returncode == 0:
-                return
-            if self.proc.poll() is not None:
-                raise SystemExit("containerd died; see " + str(self.dir / "containerd.log"))
-            time.sleep(0.1)
-        raise SystemExit("containerd did not come up")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc = None
 
 
 # -- running and measuring -----------------------------------------------------------------------
@@ -249,7 +119,7 @@ def hoist_case(workdir: Path, img: dict):
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
 
-    cmd = [*DIST, "--config", str(cfg), "--root", str(dest / "root"), "--state", str(dest / "state"),
+    cmd = [DIST, "--config", str(cfg), "--root", str(dest / "root"), "--state", str(dest / "state"),
            "fetch", "--plain-http", "--progress", "none", img["ref"]]
     return prepare, cmd
 
@@ -265,7 +135,7 @@ def skopeo_case(workdir: Path, img: dict):
 
 
 def ctr_case(ctrd: Containerd, img: dict):
-    return ctrd.fresh, ["ctr", "--address", str(ctrd.sock), "content", "fetch", "--plain-http", img["ref"]]
+    return ctrd.fresh, ["ctr", "--address", str(ctrd.address), "content", "fetch", "--plain-http", img["ref"]]
 
 
 def curl_case(workdir: Path, img: dict, to_disk: bool):
@@ -288,7 +158,7 @@ def sha256_files(reg: Registry, img: dict) -> float:
     view = memoryview(buf)
     for b in img["layers"]:
         h = hashlib.sha256()
-        with open(reg.blob_file(b["digest"]), "rb", buffering=0) as f:
+        with open(reg.blob_path(b["digest"]), "rb", buffering=0) as f:
             while n := f.readinto(buf):
                 h.update(view[:n])
     return time.perf_counter() - t0
@@ -305,7 +175,7 @@ def dd_fsync(workdir: Path, nbytes: int) -> tuple[float, float]:
 
 def warm_cache(reg: Registry, img: dict) -> None:
     for b in img["blobs"]:
-        with open(reg.blob_file(b["digest"]), "rb", buffering=0) as f:
+        with open(reg.blob_path(b["digest"]), "rb", buffering=0) as f:
             while f.read(8 * MiB):
                 pass
 
@@ -329,8 +199,8 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     tools = a.tools.split(",")
     specs = {"big": (4, 64 if a.reduced else 256), "many": (64, 1)}
-    reg = Registry(workdir).start()
-    ctrd = Containerd(workdir)
+    reg = Registry(workdir / "registry").start()
+    ctrd = Containerd(workdir / "containerd")
     results: dict = {}
     try:
         for name in a.images.split(","):

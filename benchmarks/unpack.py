@@ -22,8 +22,9 @@ issue's targets: Hoist ``dist pull`` ≤ 0.5× ``ctr images pull`` (overlayfs), 
 applier, so that process start-up and plugin loading do not count) within 1.5× of the
 decompression-plus-write limit (isal decompression, sha256 and a sequential write, in one Python process).  The machine is noisy: compare ratios within one run.
 
-usage: benchmarks/unpack.py [--runs 3] [--images big,usr] [--reduced] [--workdir DIR] [--json FILE]
-``--reduced`` makes ``big`` 4 × 64 MiB and ``usr`` about 64 MB for a quick check.
+usage: benchmarks/unpack.py [--runs 3] [--images big,usr] [--reduced] [--size-mib N] [--workdir DIR] [--json FILE]
+``--reduced`` makes ``big`` 4 × 64 MiB and ``usr`` about 64 MB for a quick check; ``--size-mib N`` makes them
+4 × N MiB and about N MB (a smoke run of the benchmark itself).
 """
 
 from __future__ import annotations
@@ -41,30 +42,19 @@ import tarfile
 import zlib
 from pathlib import Path
 
-import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pull import Containerd, Registry, timed  # noqa: E402  (the pull benchmark's registry/containerd helpers)
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+from pull import timed  # noqa: E402  (the pull benchmark's timer)
+from support.cli import DIST  # noqa: E402
+from support.containerd import Containerd  # noqa: E402
+from support.registry import Registry  # noqa: E402
 
 MiB = 1 << 20
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-BUILTINS = {
-    "hoist.metadata.v1.sqlite": "hoist.metadata.plugin",
-    "hoist.snapshotter.v1.native": "hoist.snapshotters.native",
-    "hoist.snapshotter.v1.overlayfs": "hoist.snapshotters.overlay",
-}
-# `dist` with the builtins and commands registered even where hoist.builtins / hoist.cli.dist do not list them yet.
-DIST = [sys.executable, "-c", (
-    "import sys, hoist.builtins as b\n"
-    f"for k, v in {BUILTINS!r}.items(): b.BUILTINS.setdefault(k, v)\n"
-    "sys.argv[0] = 'dist'\n"
-    "from hoist.cli import dist_rootfs as r\n"
-    "from hoist.cli.dist import dist, main\n"
-    "for c in (r.pull, r.rootfs, r.apply, r.snapshots): dist.commands.setdefault(c.name, c)\n"
-    "main()"
-)]
 PULL_TARGET = 0.5
 LIMIT_TARGET = 1.5
 
@@ -145,11 +135,10 @@ def push_image(reg: Registry, src: Path, name: str, tars: list[Path], level: int
     manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": cfg,
                            "layers": [{k: ly[k] for k in ("mediaType", "digest", "size")} for ly in layers]}).encode()
     repo = f"bench/{name}"
-    with httpx.Client(base_url=f"http://{reg.host}", timeout=300) as c:
-        reg.push_blob(c, repo, src / "config.json", cfg["digest"])
-        for ly in layers:
-            reg.push_blob(c, repo, ly["path"], ly["digest"])
-        c.put(f"/v2/{repo}/manifests/1", content=manifest, headers={"Content-Type": OCI_MANIFEST}).raise_for_status()
+    reg.upload_blob_file(repo, src / "config.json", cfg["digest"])
+    for ly in layers:
+        reg.upload_blob_file(repo, ly["path"], ly["digest"])
+    reg.put_manifest(repo, "1", manifest, OCI_MANIFEST)
     return {"name": name, "ref": f"{reg.host}/{repo}:1", "digest": "sha256:" + hashlib.sha256(manifest).hexdigest(),
             "layers": layers, "usize": sum(ly["usize"] for ly in layers)}
 
@@ -172,14 +161,14 @@ def _fresh(path: Path) -> None:
 
 def hoist_pull_case(workdir: Path, img: dict, snapshotter: str):
     dest = workdir / "dst" / "hoist-pull"
-    cmd = [*DIST, "--config", str(hoist_config(workdir)), "--root", str(dest / "root"), "--state", str(dest / "state"),
+    cmd = [DIST, "--config", str(hoist_config(workdir)), "--root", str(dest / "root"), "--state", str(dest / "state"),
            "pull", "--plain-http", "--progress", "none", "--snapshotter", snapshotter, img["ref"]]
     return (lambda: _fresh(dest)), cmd
 
 
 def hoist_unpack_case(workdir: Path, img: dict, snapshotter: str):
     dest = workdir / "dst" / f"hoist-fetched-{img['digest'][7:19]}"
-    base = [*DIST, "--config", str(hoist_config(workdir)), "--root", str(dest / "root"), "--state", str(dest / "state")]
+    base = [DIST, "--config", str(hoist_config(workdir)), "--root", str(dest / "root"), "--state", str(dest / "state")]
     if not (dest / "fetched").exists():
         _fresh(dest)
         subprocess.run([*base, "fetch", "--plain-http", "--progress", "none", img["ref"]], check=True, capture_output=True)
@@ -193,7 +182,7 @@ def hoist_unpack_case(workdir: Path, img: dict, snapshotter: str):
 
 
 def ctr_case(ctrd: Containerd, img: dict, snapshotter: str):
-    return ctrd.fresh, ["ctr", "--address", str(ctrd.sock), "images", "pull", "--plain-http", "--snapshotter", snapshotter,
+    return ctrd.fresh, ["ctr", "--address", str(ctrd.address), "images", "pull", "--plain-http", "--snapshotter", snapshotter,
                         img["ref"]]
 
 
@@ -274,6 +263,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--images", default="big,usr")
     ap.add_argument("--reduced", action="store_true")
+    ap.add_argument("--size-mib", type=int, default=None, help="big = 4 x N MiB, usr = about N MB")
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "hoist-bench-unpack")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -281,19 +271,19 @@ def main() -> None:
         raise SystemExit("run as root: unpacking sets owners and device nodes, and the snapshotters mount")
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    reg = Registry(work).start()
-    ctrd = Containerd(work)
+    reg = Registry(work / "registry").start()
+    ctrd = Containerd(work / "containerd")
     results: dict = {}
     try:
         imgs = []
         for name in args.images.split(","):
             if name == "big":
-                size = 64 if args.reduced else 256
+                size = args.size_mib or (64 if args.reduced else 256)
                 src = work / "src" / f"big-{size}"
                 src.mkdir(parents=True, exist_ok=True)
                 imgs.append(push_image(reg, src, "big", build_big(src, size), 1))
             elif name == "usr":
-                limit = (64 if args.reduced else 270) * 1_000_000
+                limit = (args.size_mib or (64 if args.reduced else 270)) * 1_000_000
                 src = work / "src" / f"usr-{limit}"
                 src.mkdir(parents=True, exist_ok=True)
                 imgs.append(push_image(reg, src, "usr", build_usr(src, limit), 6))
@@ -317,7 +307,7 @@ def main() -> None:
             }
             # Users run with compiled bytecode: let Python write it (one untimed warm-up), whatever this shell says.
             env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-            subprocess.run([*DIST, "--config", str(hoist_config(work)), "--root", str(work / "dst" / "warm"), "--state",
+            subprocess.run([DIST, "--config", str(hoist_config(work)), "--root", str(work / "dst" / "warm"), "--state",
                             str(work / "dst" / "warm-state"), "snapshots", "ls"], env=env, capture_output=True, check=True)
             times: dict[str, list[float]] = {k: [] for k in cases}
             rss: dict[str, list[float]] = {k: [] for k in cases}

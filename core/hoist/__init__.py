@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing is not imported: supervisors import hoist.taskstate and must start fast
 
 __all__ = ["Client", "__version__"]
 
@@ -23,4 +23,6 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from hoist.client import Client

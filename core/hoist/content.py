@@ -572,19 +572,30 @@ def read_blob(provider: Provider, desc: Descriptor, max_size: int = DEFAULT_MAX_
 class ReaderAtFile(io.RawIOBase):
     """A read-only, seekable file object over any :class:`ReaderAt` (feeds decompressors, tarfile, ...).
 
-    Closing it closes the underlying reader.
+    Closing it closes the underlying reader.  Stores whose readers are file objects themselves subclass it
+    and override ``size``, ``read_at`` (and ``readinto``/``close`` where they can do better).
     """
 
-    def __init__(self, ra: ReaderAt) -> None:
+    def __init__(self, ra: ReaderAt | None) -> None:
         super().__init__()
         self._ra = ra
         self._pos = 0
 
+    def _prefix(self) -> str:
+        """What error messages start with (``content <digest>: `` where the reader knows its blob)."""
+        return ""
+
+    def _check(self) -> None:
+        if self.closed:
+            raise ValueError(f"{self._prefix()}reader is closed")
+
     @property
     def size(self) -> int:
+        assert self._ra is not None
         return self._ra.size
 
     def read_at(self, offset: int, n: int) -> bytes:
+        assert self._ra is not None
         return self._ra.read_at(offset, n)
 
     def readable(self) -> bool:
@@ -597,26 +608,23 @@ class ReaderAtFile(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._ra.size + offset
-        else:
+        self._check()
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}.get(whence)
+        if base is None:
             raise InvalidArgumentError(f"invalid whence {whence}")
-        if pos < 0:
-            raise InvalidArgumentError(f"negative seek position {pos}")
-        self._pos = pos
-        return pos
+        if base + offset < 0:
+            raise InvalidArgumentError(f"{self._prefix()}negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
 
-    def read(self, n: int = -1) -> bytes:
-        remaining = self._ra.size - self._pos
+    def read(self, n: int | None = -1) -> bytes:
+        self._check()
+        remaining = self.size - self._pos
         if remaining <= 0:
             return b""
         if n is None or n < 0 or n > remaining:
             n = remaining
-        b = self._ra.read_at(self._pos, n)
+        b = self.read_at(self._pos, n)
         self._pos += len(b)
         return b
 
@@ -629,7 +637,7 @@ class ReaderAtFile(io.RawIOBase):
         return len(b)
 
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and self._ra is not None:
             self._ra.close()
         super().close()
 

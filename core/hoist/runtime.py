@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,14 +22,12 @@ import attrs
 
 from hoist.errors import InvalidArgumentError
 from hoist.snapshots import Mount
+from hoist.taskstate import UNKNOWN_EXIT_STATUS, exit_status_from_wait
 
 PLUGIN_TYPE = "hoist.runtime.v1"
 
 #: The namespace tasks live in when the caller names none.
 DEFAULT_NAMESPACE = "default"
-
-#: Exit status reported when the status of a task's process cannot be known (its supervisor died).
-UNKNOWN_EXIT_STATUS = 255
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
 _MAX_IDENTIFIER = 76
@@ -244,15 +241,6 @@ class Runtime(Protocol):
     def close(self) -> None:
         """Release the runtime's own resources; tasks keep running."""
         ...
-
-
-def exit_status_from_wait(status: int) -> int:
-    """The exit status to report for a ``waitpid`` status: the exit code, or ``128 + N`` for signal N."""
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    if os.WIFEXITED(status):
-        return os.WEXITSTATUS(status)
-    return UNKNOWN_EXIT_STATUS
 
 
 __all__ = [

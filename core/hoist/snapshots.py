@@ -13,8 +13,6 @@ directory: a list of :class:`Mount` to apply in order at a target.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import datetime as _dt
 import enum
 import errno
@@ -29,7 +27,9 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from hoist import filters as filters_mod
+from hoist import linux
 from hoist.errors import FailedPreconditionError, HoistError, InvalidArgumentError, UnsupportedError
+from hoist.linux import MNT_DETACH, MOUNT_FLAGS, MS_BIND, MS_REC, MS_REMOUNT, mount_flags
 
 PLUGIN_TYPE = "hoist.snapshotter.v1"
 
@@ -308,66 +308,16 @@ def list_snapshots(snapshotter: Snapshotter, *filters: str) -> list[Info]:
 
 # -- mounting -------------------------------------------------------------------------------------
 
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_REMOUNT = 0x20
-MS_NOATIME = 0x400
-MS_NODIRATIME = 0x800
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
-
-_FLAGS: dict[str, tuple[bool, int]] = {
-    "ro": (False, MS_RDONLY),
-    "rw": (True, MS_RDONLY),
-    "nosuid": (False, MS_NOSUID),
-    "suid": (True, MS_NOSUID),
-    "nodev": (False, MS_NODEV),
-    "dev": (True, MS_NODEV),
-    "noexec": (False, MS_NOEXEC),
-    "exec": (True, MS_NOEXEC),
-    "noatime": (False, MS_NOATIME),
-    "nodiratime": (False, MS_NODIRATIME),
-    "bind": (False, MS_BIND),
-    "rbind": (False, MS_BIND | MS_REC),
-    "remount": (False, MS_REMOUNT),
-    "defaults": (False, 0),
-}
-
-_libc: ctypes.CDLL | None = None
-
-
-def _c() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-        lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-        _libc = lib
-    return _libc
-
-
 def _parse_options(options: Sequence[str]) -> tuple[int, list[str]]:
-    flags, data = 0, []
-    for opt in options:
-        if opt in _FLAGS:
-            clear, bit = _FLAGS[opt]
-            flags = flags & ~bit if clear else flags | bit
-        else:
-            data.append(opt)
+    flags, _propagation, data = mount_flags(list(options))
     return flags, data
 
 
 def _sys_mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    res = _c().mount(
-        os.fsencode(source), os.fsencode(target), fstype.encode() if fstype else None, flags, data.encode() if data else None
-    )
-    if res != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype or 'bind'} {source} on {target}: {os.strerror(err)}")
+    try:
+        linux.mount(source, target, fstype, flags, data)
+    except OSError as e:
+        raise OSError(e.errno, f"mount {fstype or 'bind'} {source} on {target}: {os.strerror(e.errno)}") from None
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -382,7 +332,7 @@ def _mount_overlay_long(target: str, flags: int, data: list[str]) -> None:
         if d.startswith("lowerdir="):
             d = "lowerdir=" + ":".join(os.path.relpath(p, common) for p in lowers)
         rel.append(d)
-    opts = [o for o, (clear, bit) in _FLAGS.items() if not clear and bit and flags & bit == bit and o not in ("bind", "rbind", "remount")]
+    opts = [o for o, (clear, bit) in MOUNT_FLAGS.items() if not clear and bit and flags & bit == bit and o not in ("bind", "rbind", "remount")]
     cmd = ["mount", "-t", "overlay", "overlay", "-o", ",".join(opts + rel), target]
     proc = subprocess.run(cmd, cwd=common, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -426,14 +376,19 @@ def mount_all(mounts: Sequence[Mount], target: str | os.PathLike[str]) -> None:
 
 def unmount(target: str | os.PathLike[str], *, detach_on_busy: bool = True) -> None:
     """Unmount ``target`` once (lazily when it is busy and ``detach_on_busy``)."""
-    t = os.fsencode(os.fspath(target))
-    if _c().umount2(t, 0) == 0:
+    t = os.fspath(target)
+    try:
+        linux.umount2(t, 0)
         return
-    err = ctypes.get_errno()
-    if err == errno.EBUSY and detach_on_busy and _c().umount2(t, MNT_DETACH) == 0:
-        return
-    err = ctypes.get_errno() if err == errno.EBUSY else err
-    raise FailedPreconditionError(f"unmount {os.fsdecode(t)}: {os.strerror(err)}")
+    except OSError as e:
+        err = e.errno
+    if err == errno.EBUSY and detach_on_busy:
+        try:
+            linux.umount2(t, MNT_DETACH)
+            return
+        except OSError as e:
+            err = e.errno
+    raise FailedPreconditionError(f"unmount {t}: {os.strerror(err)}")
 
 
 def unmount_all(target: str | os.PathLike[str]) -> None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from support.cli import run_dist
 from support.hoistd import run_ctr
-
-DIST = [sys.executable, "-c", "import sys; sys.argv[0] = 'dist'; from hoist.cli.dist import main; main()"]
 
 
 @pytest.fixture(params=["hoistd", "containerd"])
@@ -22,9 +20,11 @@ def daemon(request: pytest.FixtureRequest) -> Iterator[tuple[str, Path]]:
 
 
 def dist(sock: Path, *args: str, namespace: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOIST_")}
-    return subprocess.run([*DIST, "--address", str(sock), "-n", namespace, *args], capture_output=True, text=True,
-                          env=env, timeout=120, check=False)
+    return run_dist(_env(), "--address", sock, "-n", namespace, *args)
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("HOIST_")}
 
 
 def ok(proc: subprocess.CompletedProcess) -> str:
@@ -50,8 +50,7 @@ def test_dist_fetch_images_content_through_a_daemon(daemon: tuple[str, Path], re
     blobs = ok(dist(sock, "content", "ls", "-q", namespace=ns)).split()
     layer = pushed.layout.image.layers[0]
     assert {pushed.digest, str(pushed.layout.image.config.digest), str(layer.digest)} <= set(blobs)
-    got = subprocess.run([*DIST, "--address", str(sock), "-n", ns, "content", "get", str(layer.digest)],
-                         capture_output=True, timeout=60, check=False)
+    got = run_dist(_env(), "--address", sock, "-n", ns, "content", "get", str(layer.digest), text=False)
     assert got.returncode == 0 and got.stdout == pushed.layout.blob(layer.digest)
 
     ok(dist(sock, "images", "tag", ref, "example.com/tagged:1", namespace=ns))

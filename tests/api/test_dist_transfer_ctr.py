@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-DIST = [sys.executable, "-c",
-        "import sys; sys.argv[0] = 'dist'; from hoist.cli import dist as d; "
-        "from hoist.cli.dist_transfer import export, import_; "
-        "[d.dist.add_command(c) for c in (export, import_) if c.name not in d.dist.commands]; d.main()"]
+from support.cli import local_env, run_dist
 
 
 def dist(root: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, HOIST_ROOT=str(root / "root"), HOIST_STATE=str(root / "state"))
-    for k in ("HOIST_ADDRESS", "HOIST_CONFIG"):
-        env.pop(k, None)
-    return subprocess.run([*DIST, *map(str, args)], env=env, capture_output=True, text=True, timeout=120)
+    return run_dist(local_env(root), *args)
 
 
 def ctr(containerd, *args: str | Path) -> subprocess.CompletedProcess[str]:  # noqa: ANN001

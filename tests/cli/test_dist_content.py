@@ -7,26 +7,20 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from hoist.content import Digest
 from hoist_content_local.store import LocalContentStore
+from support.cli import DIST, example_steps, local_env
 
 REPO = Path(__file__).resolve().parents[2]
-DIST = str(Path(sys.executable).parent / "dist")
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    e = dict(os.environ)
-    e.update(HOIST_ROOT=str(tmp_path / "root"), HOIST_STATE=str(tmp_path / "state"))
-    e.pop("HOIST_ADDRESS", None)
-    e.pop("HOIST_CONFIG", None)
-    e["PATH"] = f"{Path(sys.executable).parent}:{e.get('PATH', '')}"
-    return e
+    return local_env(tmp_path)
 
 
 def dist_proc(env: dict[str, str], *args: str, input: bytes | None = None, stdin=None) -> subprocess.CompletedProcess[bytes]:  # type: ignore[no-untyped-def]
@@ -198,26 +192,8 @@ def test_label_and_rm(env: dict[str, str]) -> None:
     assert (r.returncode, r.stdout) == (0, b"")
 
 
-def _example_steps() -> list[tuple[str, list[str]]]:
-    text = (REPO / "docs" / "content.md").read_text()
-    block = text.split("### Example", 1)[1].split("```sh\n", 1)[1].split("\n```", 1)[0]
-    steps: list[tuple[str, list[str]]] = []
-    pending = ""
-    for line in block.splitlines():
-        if line.startswith("#"):
-            steps[-1][1].append(line[1:].strip())
-            continue
-        pending += line
-        if pending.endswith("\\"):
-            pending = pending[:-1]
-            continue
-        steps.append((pending, []))
-        pending = ""
-    return steps
-
-
 def test_docs_example(tmp_path: Path, env: dict[str, str]) -> None:
-    steps = _example_steps()
+    steps = example_steps(REPO / "docs" / "content.md")
     assert len(steps) > 8
     exports = "; ".join(cmd for cmd, _ in steps if cmd.startswith("export "))
     for cmd, expect in steps:

@@ -7,7 +7,6 @@ import hashlib
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,36 +14,18 @@ import pytest
 from hoist.snapshots import Mount, mounted
 from hoist.unpack import chain_ids
 
+from support.cli import example_steps, local_env, run_dist
+
 REPO = Path(__file__).resolve().parents[2]
-BUILTINS = {
-    "hoist.metadata.v1.sqlite": "hoist.metadata.plugin",
-    "hoist.snapshotter.v1.native": "hoist.snapshotters.native",
-    "hoist.snapshotter.v1.overlayfs": "hoist.snapshotters.overlay",
-}
-# `dist` with these builtins and commands even before hoist.builtins and hoist.cli.dist list them.
-DIST = [sys.executable, "-c", (
-    "import sys, hoist.builtins as b\n"
-    f"for k, v in {BUILTINS!r}.items(): b.BUILTINS.setdefault(k, v)\n"
-    "sys.argv[0] = 'dist'\n"
-    "from hoist.cli import dist_rootfs as r\n"
-    "from hoist.cli.dist import dist, main\n"
-    "for c in (r.pull, r.rootfs, r.apply, r.snapshots): dist.commands.setdefault(c.name, c)\n"
-    "main()"
-)]
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    e = dict(os.environ)
-    e.update(HOIST_ROOT=str(tmp_path / "root"), HOIST_STATE=str(tmp_path / "state"))
-    e.pop("HOIST_ADDRESS", None)
-    e.pop("HOIST_CONFIG", None)
-    return e
+    return local_env(tmp_path)
 
 
 def dist(env: dict[str, str], *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([*DIST, *args], env=env, capture_output=True, input=input, timeout=120)
-    return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode())
+    return run_dist(env, *args, input=input)
 
 
 @pytest.mark.parametrize("snapshotter", ["native", "overlayfs"])
@@ -125,32 +106,10 @@ def test_apply_reports_diff_id_and_refuses_hostile_layers(env, tmp_path: Path) -
     assert not (tmp_path.parent / "escape").exists()
 
 
-def _example_steps() -> list[tuple[str, list[str]]]:
-    text = (REPO / "docs" / "snapshots.md").read_text()
-    block = text.split("### Example", 1)[1].split("```sh\n", 1)[1].split("\n```", 1)[0]
-    steps: list[tuple[str, list[str]]] = []
-    pending = ""
-    for line in block.splitlines():
-        if line.startswith("#"):
-            steps[-1][1].append(line[1:].strip())
-            continue
-        pending += line
-        if pending.endswith("\\"):
-            pending = pending[:-1]
-            continue
-        steps.append((pending, []))
-        pending = ""
-    return steps
-
-
 def test_docs_example(registry, tmp_path: Path, env: dict[str, str]) -> None:
-    steps = _example_steps()
+    steps = example_steps(REPO / "docs" / "snapshots.md")
     assert len(steps) > 6
-    shim = tmp_path / "bin"
-    shim.mkdir()
-    (shim / "dist").write_text(f"#!{sys.executable}\n{DIST[2]}\n")
-    (shim / "dist").chmod(0o755)
-    env = {**env, "PATH": f"{shim}:{env['PATH']}", "REGISTRY": registry.host}
+    env = {**env, "REGISTRY": registry.host}
     exports = "; ".join(cmd for cmd, _ in steps if cmd.startswith("export "))
     for cmd, expect in steps:
         if cmd.startswith("export "):

@@ -5,34 +5,25 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from support.cli import local_env, run_dist
+
 REPO = Path(__file__).resolve().parents[2]
-# `dist` with the transfer commands attached even before hoist.cli.dist lists them.
-DIST = [sys.executable, "-c",
-        "import sys; sys.argv[0] = 'dist'; from hoist.cli import dist as d; "
-        "from hoist.cli.dist_transfer import export, import_; "
-        "[d.dist.add_command(c) for c in (export, import_) if c.name not in d.dist.commands]; d.main()"]
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    e = dict(os.environ)
-    e.update(HOIST_ROOT=str(tmp_path / "root"), HOIST_STATE=str(tmp_path / "state"))
-    for k in ("HOIST_ADDRESS", "HOIST_CONFIG"):
-        e.pop(k, None)
-    return e
+    return local_env(tmp_path)
 
 
 def dist(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*DIST, *map(str, args)], env=env, capture_output=True, text=True, timeout=120)
+    return run_dist(env, *args)
 
 
 def stored_blobs(env: dict[str, str]) -> set[str]:

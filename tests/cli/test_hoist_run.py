@@ -9,83 +9,31 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-BUILTINS = {
-    "hoist.metadata.v1.sqlite": "hoist.metadata.plugin",
-    "hoist.snapshotter.v1.native": "hoist.snapshotters.native",
-    "hoist.snapshotter.v1.overlayfs": "hoist.snapshotters.overlay",
-    "hoist.grpc.v1.version": "hoist.services.version",
-    "hoist.grpc.v1.introspection": "hoist.services.introspection",
-    "hoist.grpc.v1.namespaces": "hoist.services.namespaces",
-    "hoist.grpc.v1.content": "hoist.services.content",
-    "hoist.grpc.v1.images": "hoist.services.images",
-}
+from hoist.builtins import BUILTINS
+from support.cli import HOIST, config_env, run_hoist, write_config
+from support.hoistd import HoistdProcess
+
 PLUGINS = ("hoist.content.v1.local", "hoist.resolver.v1.docker", "hoist.runtime.v1.builtin",
            "hoist.service.v1.execution", *BUILTINS)
-# `hoist` with these builtins and the container commands even before hoist.builtins and hoist.cli.hoist list them.
-HOIST = [sys.executable, "-c", (
-    "import sys, hoist.builtins as b\n"
-    f"for k, v in {BUILTINS!r}.items(): b.BUILTINS.setdefault(k, v)\n"
-    "sys.argv[0] = 'hoist'\n"
-    "from hoist.cli import hoist_containers as h\n"
-    "from hoist.cli.hoist import hoist, main\n"
-    "for c in (h.run, h.containers): hoist.commands.setdefault(c.name, c)\n"
-    "main()"
-)]
-# hoistd serving hoist.service.v1 instances too, whether or not hoist.api.server collects them yet.
-HOISTD = [sys.executable, "-c", (
-    "import sys, hoist.builtins as b, hoist.api.server as s\n"
-    f"for k, v in {BUILTINS!r}.items(): b.BUILTINS.setdefault(k, v)\n"
-    "_collect = s._grpc_services\n"
-    "def _with_services(plugins):\n"
-    "    found = list(_collect(plugins))\n"
-    "    have = {id(x) for _, x in found}\n"
-    "    if hasattr(plugins, 'get_all'):\n"
-    "        found += [(k, v) for k, v in sorted(plugins.get_all('hoist.service.v1').items()) if id(v) not in have]\n"
-    "    return found\n"
-    "s._grpc_services = _with_services\n"
-    "sys.argv[0] = 'hoistd'\n"
-    "from hoist.cli.hoistd import main\n"
-    "main()"
-)]
-
-
-def write_config(base: Path) -> Path:
-    names = ", ".join(f'"{p}"' for p in PLUGINS)
-    path = base / "config.toml"
-    path.write_text(
-        "version = 1\n"
-        f'root = "{base / "root"}"\n'
-        f'state = "{base / "state"}"\n'
-        f"enabled_plugins = [{names}]\n"
-        'required_plugins = ["hoist.service.v1.execution"]\n'
-        f'[grpc]\naddress = "{base / "hoistd.sock"}"\ngid = {os.getgid()}\n'
-        '[plugins."hoist.content.v1.local"]\nfsync = false\n'
-        '[plugins."hoist.runtime.v1.builtin"]\nkill_timeout = 1.0\n'
-    )
-    return path
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    e = dict(os.environ)
-    e.update(HOIST_CONFIG=str(write_config(tmp_path)))
-    for k in ("HOIST_ADDRESS", "HOIST_ROOT", "HOIST_STATE", "HOIST_NAMESPACE"):
-        e.pop(k, None)
-    return e
+    config = write_config(tmp_path / "config.toml", tmp_path, PLUGINS, required=["hoist.service.v1.execution"],
+                          grpc_address=tmp_path / "hoistd.sock",
+                          plugin_config={"hoist.content.v1.local": "fsync = false",
+                                         "hoist.runtime.v1.builtin": "kill_timeout = 1.0"})
+    return config_env(config)
 
 
 def hoist(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([*HOIST, *args], env=env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode())
+    return run_hoist(env, *args, timeout=timeout)
 
 
 @pytest.fixture
@@ -157,38 +105,9 @@ def test_whiteouts_are_honoured_in_the_containers_root(registry, env) -> None:
         assert (r.returncode, r.stdout) == (0, expected), r.stderr
 
 
-class Hoistd:
-    """A hoistd process on the test's config; stopped by PID."""
-
-    def __init__(self, env: dict[str, str], base: Path) -> None:
-        self.env = env
-        self.address = base / "hoistd.sock"
-        self.log = base / "hoistd.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        mark = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([*HOISTD, "--config", self.env["HOIST_CONFIG"]], env=self.env,
-                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while b"hoistd serving on" not in self.log.read_bytes()[mark:]:
-            assert self.proc.poll() is None and time.monotonic() < deadline, self.log.read_text()[-3000:]
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 @pytest.fixture
-def hoistd(env: dict[str, str], tmp_path: Path) -> Iterator[Hoistd]:
-    d = Hoistd(env, tmp_path)
+def hoistd(env: dict[str, str], tmp_path: Path) -> Iterator[HoistdProcess]:
+    d = HoistdProcess(tmp_path, config=Path(env["HOIST_CONFIG"]), address=tmp_path / "hoistd.sock", env=env)
     d.start()
     try:
         yield d
@@ -233,7 +152,7 @@ def test_events_stream_shows_a_containers_life(registry, env, hoistd) -> None:
     ref = registry.ref("test/busybox:1")
     remote = dict(env, HOIST_ADDRESS=str(hoistd.address))
     assert hoist(remote, "run", "--plain-http", "--progress", "none", "--rm", ref, "warm", "true").returncode == 0
-    events = subprocess.Popen([*HOIST, "--debug", "containers", "events", "--count", "4"], env=remote,
+    events = subprocess.Popen([HOIST, "--debug", "containers", "events", "--count", "4"], env=remote,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert events.stderr is not None

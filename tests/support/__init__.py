@@ -5,6 +5,9 @@
 - :mod:`support.pki`: a per-session test CA and certificates.
 - :mod:`support.tokenserver`: the Bearer token server used by the token-auth registry.
 - :mod:`support.faultproxy`: a fault-injecting HTTP reverse proxy on loopback.
+- :mod:`support.cli`: ``dist``/``hoist``/``hoistd`` run as their console scripts, environments and configs.
+- :mod:`support.hoistd`: a ``hoistd`` process serving every core service, and the real ``ctr``.
+- :mod:`support.containerd`: a private, real containerd (tests and benchmarks).
 
 The fixtures that wrap them live in ``tests/conftest.py``; ``docs/testing.md`` explains them.
 """

@@ -1,73 +1,55 @@
-"""``hoistd`` for tests: the core services as builtins, a config under a temp dir, the process, and ``ctr``."""
+"""``hoistd`` for tests: every core service, a config under a temp dir, the process, and ``ctr``."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-#: Builtins a full hoistd serves: metadata, snapshotters and every core gRPC service.
-HOISTD_BUILTINS: dict[str, str] = {
-    "hoist.metadata.v1.sqlite": "hoist.metadata.plugin",
-    "hoist.snapshotter.v1.native": "hoist.snapshotters.native",
-    "hoist.snapshotter.v1.overlayfs": "hoist.snapshotters.overlay",
-    "hoist.grpc.v1.version": "hoist.services.version",
-    "hoist.grpc.v1.introspection": "hoist.services.introspection",
-    "hoist.grpc.v1.namespaces": "hoist.services.namespaces",
-    "hoist.grpc.v1.content": "hoist.services.content",
-    "hoist.grpc.v1.images": "hoist.services.images",
-    "hoist.grpc.v1.leases": "hoist.services.leases",
-    "hoist.grpc.v1.snapshots": "hoist.services.snapshots",
-    "hoist.grpc.v1.diff": "hoist.services.diff",
-}
-HOISTD_PLUGINS = ("hoist.content.v1.local", *HOISTD_BUILTINS)
+from hoist.builtins import BUILTINS
+from support.cli import HOISTD, config_text
+
+#: Plugins a full hoistd serves: the local store, metadata, snapshotters and every core gRPC service.
+HOISTD_PLUGINS = ("hoist.content.v1.local", *BUILTINS)
 
 
 def hoistd_config_text(base: Path) -> str:
     """A hoistd TOML config under ``base``: every core service, the local store without fsync."""
-    plugins = ", ".join(f'"{p}"' for p in HOISTD_PLUGINS)
-    return (
-        "version = 1\n"
-        f'root = "{base / "root"}"\n'
-        f'state = "{base / "state"}"\n'
-        f"enabled_plugins = [{plugins}]\n"
-        'required_plugins = ["hoist.content.v1.local", "hoist.grpc.v1.content"]\n'
-        f'[grpc]\naddress = "{base / "run" / "hoistd.sock"}"\ngid = {os.getgid()}\n'
-        '[plugins."hoist.content.v1.local"]\nfsync = false\n'
-    )
-
-
-# hoistd as a process, with the core services known as builtins whatever hoist.builtins lists today
-_LAUNCH = (
-    "import sys, hoist.builtins as b, json; b.BUILTINS.update(json.loads(sys.argv.pop(1))); "
-    "from hoist.cli.hoistd import main; sys.argv[0] = 'hoistd'; main()"
-)
+    return config_text(base, HOISTD_PLUGINS, required=("hoist.content.v1.local", "hoist.grpc.v1.content"),
+                       grpc_address=base / "run" / "hoistd.sock",
+                       plugin_config={"hoist.content.v1.local": "fsync = false"})
 
 
 class HoistdProcess:
     """``hoistd --config`` running as a child process with its root under ``base``; stopped by PID."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, config: Path | None = None, address: Path | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        """Without ``config``, one serving every core service is written (its socket is ``base/run/hoistd.sock``);
+        with one, ``address`` is the socket it names."""
         self.base = base
-        self.address = base / "run" / "hoistd.sock"
-        self.config = base / "config.toml"
-        self.config.write_text(hoistd_config_text(base))
+        if config is None:
+            config = base / "config.toml"
+            config.write_text(hoistd_config_text(base))
+            address = base / "run" / "hoistd.sock"
+        if address is None:
+            raise ValueError("HoistdProcess: a given config needs its grpc address")
+        self.config = config
+        self.address = address
+        self.env = None if env is None else dict(env)
         self.log = base / "hoistd.log"
-        self.python = sys.executable
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> None:
+        mark = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [self.python, "-c", _LAUNCH, json.dumps(HOISTD_BUILTINS), "--config", str(self.config)],
-                stdout=log, stderr=log,
-            )
+            self.proc = subprocess.Popen([HOISTD, "--config", str(self.config)], env=self.env, stdout=log,
+                                         stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
-        while b"hoistd serving on" not in self.log.read_bytes().rsplit(b"hoistd starting", 1)[-1]:
+        while b"hoistd serving on" not in self.log.read_bytes()[mark:]:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"hoistd did not start: {self.log.read_text()[-3000:]}")

@@ -389,16 +389,26 @@ class Registry:
     def upload_blob(self, repository: str, data: bytes) -> str:
         """Upload ``data`` as a blob of ``repository`` (POST then PUT ?digest=) and return its digest."""
         digest = str(Digest.from_bytes(data))
+        self._upload(repository, digest, data, len(data))
+        return digest
+
+    def upload_blob_file(self, repository: str, path: Path, digest: str) -> None:
+        """Stream the file ``path`` (whose digest the caller knows) as a blob of ``repository``, unless it is there."""
+        if self.has_blob(repository, digest):
+            return
+        with open(path, "rb") as f:
+            self._upload(repository, digest, iter(lambda: f.read(4 << 20), b""), path.stat().st_size)
+
+    def _upload(self, repository: str, digest: str, content: bytes | Iterable[bytes], size: int) -> None:
         with self.client() as c:
             r = c.post(f"/v2/{repository}/blobs/uploads/")
             if r.status_code != 202:
                 raise RegistryError(f"blob upload to {repository}: HTTP {r.status_code}: {r.text[:200]}")
             upload = httpx.URL(r.headers["Location"]).copy_merge_params({"digest": digest})
-            r = c.put(upload, content=data,
-                      headers={"Content-Type": "application/octet-stream"})
+            r = c.put(upload, content=content, timeout=300,
+                      headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
         if r.status_code != 201:
             raise RegistryError(f"blob {digest} to {repository}: HTTP {r.status_code}: {r.text[:200]}")
-        return digest
 
     def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
         """PUT raw manifest bytes (hand-made documents) and return their digest."""

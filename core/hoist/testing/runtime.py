@@ -77,6 +77,24 @@ class Ran:
     output: str
 
 
+def task_runner(runtime: Runtime, rootfs: Path, out_dir: Path) -> Callable[..., Ran]:
+    """``run(args, image=ImageConfig(), *, stdin="", **spec_options) -> Ran(exit, output)``: each call creates a
+    task on ``rootfs`` (stdout and stderr to a file in ``out_dir``), starts it, waits up to 30 s and deletes it."""
+    counter = iter(range(1000))
+
+    def _run(args: list[str] | None, image: ImageConfig = ImageConfig(), *, stdin: str = "", **options: Any) -> Ran:
+        n = next(counter)
+        out = out_dir / f"out-{n}.txt"
+        spec = generate_spec(image, SpecOptions(args=args, **options), rootfs=rootfs)
+        task = runtime.create(f"run-{n}", Bundle(spec=spec, rootfs=rootfs), IO(stdin=stdin, stdout=str(out), stderr=str(out)))
+        task.start()
+        ex = task.wait(30)
+        task.delete()
+        return Ran(ex, out.read_text() if out.exists() else "")
+
+    return _run
+
+
 class RuntimeSuite:
     """Conformance tests for a runtime; subclass and provide the ``runtime`` fixture."""
 
@@ -98,19 +116,7 @@ class RuntimeSuite:
     @pytest.fixture
     def run(self, runtime: Runtime, rootfs: Path, tmp_path: Path) -> Callable[..., Ran]:
         """``run(args, image=ImageConfig(), **spec_options) -> Ran(exit, output)``: create, start, wait, delete."""
-        counter = iter(range(1000))
-
-        def _run(args: list[str] | None, image: ImageConfig = ImageConfig(), *, stdin: str = "", **options: Any) -> Ran:
-            n = next(counter)
-            out = tmp_path / f"out-{n}.txt"
-            spec = generate_spec(image, SpecOptions(args=args, **options), rootfs=rootfs)
-            task = runtime.create(f"run-{n}", Bundle(spec=spec, rootfs=rootfs), IO(stdin=stdin, stdout=str(out), stderr=str(out)))
-            task.start()
-            ex = task.wait(30)
-            task.delete()
-            return Ran(ex, out.read_text() if out.exists() else "")
-
-        return _run
+        return task_runner(runtime, rootfs, tmp_path)
 
     @pytest.fixture
     def make_spec(self, rootfs: Path) -> Callable[..., dict]:

@@ -3,15 +3,14 @@
 It detaches (a new session, forked twice so it outlives whoever created the task), becomes a child
 subreaper, runs ``runc create`` with the container's standard streams, reports one JSON line on
 stdout (``{"pid": N}`` or ``{"error": ...}``), then waits for the container's init — reparented to it
-when ``runc create`` exits — and records how it ended in ``exit.json``.  FIFOs named for the
-streams are opened in threads and copied to and from pipes, so either end may open first.  Stdlib
-only, to start fast.
+when ``runc create`` exits — and records how it ended in ``exit.json`` (the records are
+:mod:`hoist.taskstate`'s).  FIFOs named for the streams are opened in threads and copied to and from
+pipes, so either end may open first.  Stdlib and :mod:`hoist.taskstate` only, to start fast.
 """
 
 from __future__ import annotations
 
 import ctypes
-import datetime as _dt
 import json
 import os
 import signal
@@ -20,33 +19,21 @@ import subprocess
 import sys
 import threading
 
-EXIT_FILE = "exit.json"
-INIT_FILE = "init.json"
-SHIM_FILE = "shim.json"
-TASK_FILE = "task.json"
+from hoist.taskstate import (
+    INIT_FILE,
+    SHIM_FILE,
+    TASK_FILE,
+    UNKNOWN_EXIT_STATUS,
+    exit_status_from_wait,
+    process_record,
+    record_exit,
+    report,
+    write_json,
+)
+
 RUNC_LOG = "runc.log"
 _PR_SET_CHILD_SUBREAPER = 36
 _CHUNK = 1 << 16
-
-
-def proc_starttime(pid: int) -> str | None:
-    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks): with the pid, it names one process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2:].split()[19].decode()
-
-
-def write_json(path: str, obj: dict) -> None:
-    """Replace ``path`` with ``obj`` atomically."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def runc_error(task_dir: str) -> str:
@@ -64,17 +51,6 @@ def runc_error(task_dir: str) -> str:
         if rec.get("level") in ("error", "fatal"):
             return str(rec.get("msg", "")).strip()
     return ""
-
-
-def _report(msg: dict) -> None:
-    try:
-        os.write(1, (json.dumps(msg) + "\n").encode())
-    except OSError:
-        pass
-    null = os.open("/dev/null", os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.close(null)
 
 
 def _pump(path: str, fd: int, to_fifo: bool) -> None:
@@ -138,7 +114,7 @@ def supervise(task_dir: str) -> None:
         signal.signal(sig, signal.SIG_IGN)
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     me = os.getpid()
-    write_json(os.path.join(task_dir, SHIM_FILE), {"pid": me, "starttime": proc_starttime(me)})
+    write_json(os.path.join(task_dir, SHIM_FILE), process_record(me))
     with open(os.path.join(task_dir, TASK_FILE)) as f:
         task = json.load(f)
     io = task.get("io") or {}
@@ -150,7 +126,7 @@ def supervise(task_dir: str) -> None:
         else:
             fds.append(_stdio(io.get("stderr", ""), True, pumps))
     except OSError as e:
-        _report({"error": f"{e.filename}: {e.strerror}", "kind": "invalid"})
+        report({"error": f"{e.filename}: {e.strerror}", "kind": "invalid"})
         return
     pid_file = os.path.join(task_dir, "init.pid")
     proc = subprocess.run(
@@ -160,16 +136,16 @@ def supervise(task_dir: str) -> None:
     for fd in fds:
         os.close(fd)
     if proc.returncode != 0:
-        _report({"error": runc_error(task_dir) or f"runc create exited with status {proc.returncode}"})
+        report({"error": runc_error(task_dir) or f"runc create exited with status {proc.returncode}"})
         for t in pumps:
             t.start()
         return
     with open(pid_file) as f:
         pid = int(f.read().strip())
-    write_json(os.path.join(task_dir, INIT_FILE), {"pid": pid, "starttime": proc_starttime(pid)})
+    write_json(os.path.join(task_dir, INIT_FILE), process_record(pid))
     for t in pumps:
         t.start()
-    _report({"pid": pid})
+    report({"pid": pid})
     while True:
         try:
             got, status = os.waitpid(-1, 0)
@@ -178,14 +154,7 @@ def supervise(task_dir: str) -> None:
             break
         if got == pid:
             break
-    if status is None:
-        code = 255
-    elif os.WIFSIGNALED(status):
-        code = 128 + os.WTERMSIG(status)
-    else:
-        code = os.WEXITSTATUS(status)
-    write_json(os.path.join(task_dir, EXIT_FILE),
-               {"status": code, "pid": pid, "exited_at": _dt.datetime.now(_dt.timezone.utc).isoformat()})
+    record_exit(task_dir, pid, UNKNOWN_EXIT_STATUS if status is None else exit_status_from_wait(status))
     for t in pumps:
         t.join(2.0)
 
@@ -198,7 +167,7 @@ def main(argv: list[str]) -> None:
     try:
         supervise(argv[1])
     except BaseException as e:  # noqa: BLE001 - the runtime must hear about it
-        _report({"error": f"supervisor: {type(e).__name__}: {e}"})
+        report({"error": f"supervisor: {type(e).__name__}: {e}"})
         code = 1
     sys.stderr.flush()
     os._exit(code)

@@ -18,7 +18,6 @@ import ctypes.util
 import datetime as dt
 import fcntl
 import hashlib
-import io
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from hoist.content import Digest, Info, Status, WalkFunc, info_fields, status_fields
+from hoist.content import Digest, Info, ReaderAtFile, Status, WalkFunc, info_fields, status_fields
 from hoist.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -179,15 +178,17 @@ class _RefLock:
                 _held.pop(str(self.path), None)
 
 
-class BlobReader(io.RawIOBase):
+class BlobReader(ReaderAtFile):
     """Random-access reader of one committed blob; also a seekable read-only file object."""
 
     def __init__(self, fd: int, size: int, digest: Digest) -> None:
-        super().__init__()
+        super().__init__(None)
         self._fd = fd
         self._size = size
-        self._pos = 0
         self.digest = digest
+
+    def _prefix(self) -> str:
+        return f"content {self.digest}: "
 
     @property
     def size(self) -> int:
@@ -196,10 +197,6 @@ class BlobReader(io.RawIOBase):
     def fileno(self) -> int:
         self._check()
         return self._fd
-
-    def _check(self) -> None:
-        if self.closed:
-            raise ValueError(f"content {self.digest}: reader is closed")
 
     def read_at(self, offset: int, n: int) -> bytes:
         """Up to ``n`` bytes from ``offset``; ``b""`` at the end.
@@ -226,39 +223,6 @@ class BlobReader(io.RawIOBase):
                 got += len(b)
             out = b"".join(parts)
         return out
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._check()
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}.get(whence)
-        if base is None:
-            raise InvalidArgumentError(f"invalid whence {whence}")
-        if base + offset < 0:
-            raise InvalidArgumentError(f"content {self.digest}: negative seek position {base + offset}")
-        self._pos = base + offset
-        return self._pos
-
-    def read(self, n: int | None = -1) -> bytes:
-        self._check()
-        remaining = self._size - self._pos
-        if remaining <= 0:
-            return b""
-        if n is None or n < 0 or n > remaining:
-            n = remaining
-        b = self.read_at(self._pos, n)
-        self._pos += len(b)
-        return b
-
-    def readall(self) -> bytes:
-        return self.read(-1)
 
     def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
         self._check()

@@ -1,12 +1,27 @@
 """Thin ctypes wrappers for the Linux calls the runtime needs and Python 3.11 lacks.
 
-Stdlib only: this module is imported by the per-container supervisor, which must start fast.
+Stdlib and :mod:`hoist.linux` (mount flags and calls, shared with the snapshot mounts) only: this module
+is imported by the per-container supervisor, which must start fast.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+
+from hoist.linux import (  # noqa: F401  (core's mount flags and calls, used by the container's init)
+    MNT_DETACH,
+    MS_BIND,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    mount,
+    mount_flags,
+    umount2,
+)
+from hoist.linux import check as _check
+from hoist.linux import libc as _core_libc
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -22,67 +37,6 @@ NAMESPACE_FLAGS = {
     "pid": CLONE_NEWPID,
     "network": CLONE_NEWNET,
     "cgroup": CLONE_NEWCGROUP,
-}
-
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_SYNCHRONOUS = 16
-MS_REMOUNT = 32
-MS_MANDLOCK = 64
-MS_DIRSYNC = 128
-MS_NOATIME = 1024
-MS_NODIRATIME = 2048
-MS_BIND = 4096
-MS_REC = 16384
-MS_UNBINDABLE = 1 << 17
-MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MS_SHARED = 1 << 20
-MS_RELATIME = 1 << 21
-MS_STRICTATIME = 1 << 24
-MNT_DETACH = 2
-
-#: OCI mount options that are flags: option -> (clear instead of set, flag).
-MOUNT_FLAGS: dict[str, tuple[bool, int]] = {
-    "ro": (False, MS_RDONLY),
-    "rw": (True, MS_RDONLY),
-    "nosuid": (False, MS_NOSUID),
-    "suid": (True, MS_NOSUID),
-    "nodev": (False, MS_NODEV),
-    "dev": (True, MS_NODEV),
-    "noexec": (False, MS_NOEXEC),
-    "exec": (True, MS_NOEXEC),
-    "sync": (False, MS_SYNCHRONOUS),
-    "async": (True, MS_SYNCHRONOUS),
-    "dirsync": (False, MS_DIRSYNC),
-    "mand": (False, MS_MANDLOCK),
-    "nomand": (True, MS_MANDLOCK),
-    "atime": (True, MS_NOATIME),
-    "noatime": (False, MS_NOATIME),
-    "diratime": (True, MS_NODIRATIME),
-    "nodiratime": (False, MS_NODIRATIME),
-    "relatime": (False, MS_RELATIME),
-    "norelatime": (True, MS_RELATIME),
-    "strictatime": (False, MS_STRICTATIME),
-    "nostrictatime": (True, MS_STRICTATIME),
-    "bind": (False, MS_BIND),
-    "rbind": (False, MS_BIND | MS_REC),
-    "remount": (False, MS_REMOUNT),
-    "defaults": (False, 0),
-}
-
-#: OCI mount options that set propagation.
-PROPAGATION_FLAGS: dict[str, int] = {
-    "private": MS_PRIVATE,
-    "rprivate": MS_PRIVATE | MS_REC,
-    "slave": MS_SLAVE,
-    "rslave": MS_SLAVE | MS_REC,
-    "shared": MS_SHARED,
-    "rshared": MS_SHARED | MS_REC,
-    "unbindable": MS_UNBINDABLE,
-    "runbindable": MS_UNBINDABLE | MS_REC,
 }
 
 PR_CAPBSET_DROP = 24
@@ -121,16 +75,10 @@ class _CapData(ctypes.Structure):
 
 
 def libc() -> ctypes.CDLL:
+    """Core's C library (:func:`hoist.linux.libc`) with the argument types of the runtime's calls set too."""
     global _libc
     if _libc is None:
-        try:
-            lib = ctypes.CDLL("libc.so.6", use_errno=True)
-        except OSError:
-            from ctypes import util  # slow (it imports tempfile): only off glibc
-
-            lib = ctypes.CDLL(util.find_library("c"), use_errno=True)
-        lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-        lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        lib = _core_libc()
         lib.unshare.argtypes = [ctypes.c_int]
         lib.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
         lib.syscall.restype = ctypes.c_long
@@ -140,26 +88,9 @@ def libc() -> ctypes.CDLL:
     return _libc
 
 
-def _check(res: int, what: str) -> None:
-    if res != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    res = libc().mount(
-        os.fsencode(source), os.fsencode(target), fstype.encode() if fstype else None, flags, data.encode() if data else None
-    )
-    _check(res, f"mount {fstype or 'bind'} {source} on {target}")
-
-
 def sethostname(name: str) -> None:
     data = name.encode()
     _check(libc().sethostname(data, len(data)), f"sethostname {name}")
-
-
-def umount2(target: str, flags: int = 0) -> None:
-    _check(libc().umount2(os.fsencode(target), flags), f"unmount {target}")
 
 
 def unshare(flags: int) -> None:
@@ -204,38 +135,3 @@ def capset(effective: set[int], permitted: set[int], inheritable: set[int]) -> N
         data[i].permitted = sum(1 << (c - 32 * i) for c in permitted if 32 * i <= c < 32 * (i + 1))
         data[i].inheritable = sum(1 << (c - 32 * i) for c in inheritable if 32 * i <= c < 32 * (i + 1))
     _check(libc().capset(ctypes.byref(header), data), "capset")
-
-
-def mount_flags(options: list[str]) -> tuple[int, int, list[str]]:
-    """Split OCI mount options into (flags, propagation flags, data options)."""
-    flags, propagation, data = 0, 0, []
-    for opt in options:
-        if opt in MOUNT_FLAGS:
-            clear, bit = MOUNT_FLAGS[opt]
-            flags = flags & ~bit if clear else flags | bit
-        elif opt in PROPAGATION_FLAGS:
-            propagation |= PROPAGATION_FLAGS[opt]
-        else:
-            data.append(opt)
-    return flags, propagation, data
-
-
-def proc_starttime(pid: int) -> int | None:
-    """The start time (clock ticks since boot) of ``pid``, or ``None`` if it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    return int(fields[19])
-
-
-def proc_state(pid: int) -> str | None:
-    """The one-letter state of ``pid`` (``Z`` for a zombie), or ``None`` if it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rfind(b")") + 2 :].split()[0].decode()

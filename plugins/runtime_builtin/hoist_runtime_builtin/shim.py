@@ -4,53 +4,22 @@ Started by the runtime in a new session, it forks once more (so that it is nobod
 init's and outlives the daemon), forks the container's init into a new PID namespace, reports one
 JSON line on stdout (``{"pid": N}`` once the container waits for start, or ``{"error": ...}``),
 then waits for the container to exit and records how in ``exit.json``.  Every file it writes is
-in ``TASK_DIR``, so a restarted daemon finds the task again.  Stdlib only, to start fast.
+in ``TASK_DIR`` (see :mod:`hoist.taskstate`), so a restarted daemon finds the task again.  Stdlib and
+:mod:`hoist.taskstate` only, to start fast.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import signal
 import stat
 import sys
 
+from hoist.taskstate import INIT_FILE, SHIM_FILE, SPEC_FILE, TASK_FILE, process_record, record_exit, report, write_json
 from hoist_runtime_builtin import container, linux
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing and pathlib cost import time in the supervisor
-    from collections.abc import Mapping
-    from typing import Any
-
-EXIT_FILE = "exit.json"
-INIT_FILE = "init.json"
-SHIM_FILE = "shim.json"
 EXEC_FIFO = "exec.fifo"
-SPEC_FILE = "config.json"
-TASK_FILE = "task.json"
-
-
-def write_json(path: str, obj: Mapping[str, Any]) -> None:
-    """Replace ``path`` with ``obj`` atomically."""
-    head, tail = os.path.split(path)
-    tmp = os.path.join(head, f".{tail}.{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _report(msg: Mapping[str, Any]) -> None:
-    try:
-        os.write(1, (json.dumps(msg) + "\n").encode())
-    except OSError:
-        pass
-    null = os.open("/dev/null", os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.close(null)
 
 
 def _open_stdio(path: str, write: bool) -> container.Stdio:
@@ -69,16 +38,11 @@ def _open_stdio(path: str, write: bool) -> container.Stdio:
     return os.open(path, os.O_RDONLY | os.O_NOCTTY), None
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
-
-
 def supervise(task_dir: str) -> None:
     """Run the container of ``task_dir`` to its end (the supervisor's whole life)."""
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    me = os.getpid()
-    write_json(os.path.join(task_dir, SHIM_FILE), {"pid": me, "starttime": linux.proc_starttime(me)})
+    write_json(os.path.join(task_dir, SHIM_FILE), process_record(os.getpid()))
     try:
         with open(os.path.join(task_dir, SPEC_FILE)) as f:
             spec = json.load(f)
@@ -95,10 +59,10 @@ def supervise(task_dir: str) -> None:
         if "pid" in namespaces:
             linux.unshare(linux.CLONE_NEWPID)
     except OSError as e:
-        _report({"error": container.describe(e), "kind": "precondition"})
+        report({"error": container.describe(e), "kind": "precondition"})
         return
     except (ValueError, KeyError) as e:
-        _report({"error": f"bundle: {e}", "kind": "invalid"})
+        report({"error": f"bundle: {e}", "kind": "invalid"})
         return
     r, w = os.pipe()
     pid = os.fork()
@@ -113,20 +77,17 @@ def supervise(task_dir: str) -> None:
     msg = json.loads(line) if line.strip() else {"error": "the container's init exited during setup", "kind": "precondition"}
     if "error" in msg:
         os.waitpid(pid, 0)
-        _report(msg)
+        report(msg)
         return
-    write_json(os.path.join(task_dir, INIT_FILE), {"pid": pid, "starttime": linux.proc_starttime(pid)})
-    _report({"pid": pid})
+    write_json(os.path.join(task_dir, INIT_FILE), process_record(pid))
+    report({"pid": pid})
 
     line = sync.readline()  # EOF at a successful exec (the pipe is close-on-exec)
     error = json.loads(line).get("error", "") if line.strip() else ""
     sync.close()
     info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
     status = info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
-    record = {"status": status, "exited_at": _now(), "pid": pid}
-    if error:
-        record["error"] = error
-    write_json(os.path.join(task_dir, EXIT_FILE), record)
+    record_exit(task_dir, pid, status, error)
     os.waitpid(pid, 0)
 
 
@@ -142,7 +103,7 @@ def main(argv: list[str]) -> int:
     try:
         supervise(task_dir)
     except BaseException as e:  # noqa: BLE001 - the runtime must hear about it
-        _report({"error": f"supervisor: {type(e).__name__}: {e}", "kind": "precondition"})
+        report({"error": f"supervisor: {type(e).__name__}: {e}", "kind": "precondition"})
         import traceback
 
         traceback.print_exc()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -14,15 +13,7 @@ import pytest
 from hoist.content import Digest
 from hoist.errors import InvalidArgumentError, NotFoundError
 from hoist.testing.resolver import ResolverCase, ResolverSuite
-
-BIN = Path(sys.executable).parent
-SNAPSHOTTERS = {"hoist.snapshotter.v1.native": "hoist.snapshotters.native"}
-# `dist` with `pull` and the native snapshotter even before hoist.cli.dist and hoist.builtins list them.
-DIST = [sys.executable, "-c",
-        "import sys, hoist.builtins as b; sys.argv[0] = 'dist'; "
-        f"[b.BUILTINS.setdefault(k, v) for k, v in {SNAPSHOTTERS!r}.items()]; "
-        "from hoist.cli import dist as d; from hoist.cli.dist_rootfs import pull; "
-        "d.dist.commands.setdefault('pull', pull); d.main()"]
+from support.cli import run_dist, run_hoist
 
 
 @pytest.fixture(scope="session")
@@ -106,34 +97,30 @@ def test_dist_fetch_pull_and_resolve_with_the_installed_plugin(site, images, tmp
     assert subprocess.run(["skopeo", "--insecure-policy", "copy", layout.oci_ref, f"oci-archive:{archive}:1"],
                           capture_output=True).returncode == 0
 
-    r = subprocess.run([BIN / "hoist", "plugins", "ls"], env=env, capture_output=True, text=True, timeout=60)
+    r = run_hoist(env, "plugins", "ls", timeout=60)
     assert ["hoist.resolver.v1", "ocilayout", "ok"] in [line.split() for line in r.stdout.splitlines()]
 
     ref = f"oci-layout://{layout.path}:1"
-    r = subprocess.run([BIN / "dist", "resolve", ref], env=env, capture_output=True, text=True, timeout=60)
+    r = run_dist(env, "resolve", ref, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:2] == [f"name        {ref}", f"digest      {layout.digest}"]
 
-    r = subprocess.run([BIN / "dist", "fetch", "--progress", "none", ref], env=env, capture_output=True, text=True,
-                       timeout=120)
+    r = run_dist(env, "fetch", "--progress", "none", ref, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"{ref} {layout.digest}: 3 blobs fetched, 0 already present")
 
-    r = subprocess.run([*DIST, "pull", "--progress", "none", f"oci-archive:{archive}:1"], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = run_dist(env, "pull", "--progress", "none", f"oci-archive:{archive}:1", timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"oci-archive://{archive}:1 {layout.digest}: 0 blobs fetched, 3 already present")
     assert "unpacked into" in r.stdout
 
-    r = subprocess.run([BIN / "dist", "images", "ls", "-q"], env=env, capture_output=True, text=True, timeout=60)
+    r = run_dist(env, "images", "ls", "-q", timeout=60)
     assert r.stdout.split() == sorted([ref, f"oci-archive://{archive}:1"])
 
-    r = subprocess.run([BIN / "dist", "resolve", f"oci-archive:{archive}@{layout.digest}"], env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = run_dist(env, "resolve", f"oci-archive:{archive}@{layout.digest}", timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:2] == [f"name        oci-archive://{archive}@{layout.digest}", f"digest      {layout.digest}"]
 
-    r = subprocess.run([BIN / "dist", "fetch", "--progress", "none", f"oci-layout://{layout.path}:missing"], env=env, capture_output=True,
-                       text=True, timeout=60)
+    r = run_dist(env, "fetch", "--progress", "none", f"oci-layout://{layout.path}:missing", timeout=60)
     assert (r.returncode, r.stderr) == (1, f"dist: image layout {layout.path}: missing: not found\n")
     assert os.path.exists(layout.path / "index.json")
