@@ -23,6 +23,10 @@ def run_daemon(cfg: Config, ready: threading.Event | None = None, stop: threadin
     host = PluginHost(cfg)
     server = None
     address = cfg.grpc.address
+    if threading.current_thread() is threading.main_thread():
+        # before the socket exists, so a signal sent as soon as it appears is a clean stop, not a traceback
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: stop.set())
     try:
         log.info("hoistd starting: root %s, state %s", cfg.root, cfg.state)
         for r in host.load():
@@ -34,9 +38,6 @@ def run_daemon(cfg: Config, ready: threading.Event | None = None, stop: threadin
                 log.warning("%s: error: %s", r.uri, r.reason())
         host.check_required()
         server = serve(address, host, uid=cfg.grpc.uid, gid=cfg.grpc.gid)
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda signum, _frame: stop.set())
         log.info("hoistd serving on %s", address)
         if ready is not None:
             ready.set()

@@ -77,3 +77,33 @@ def test_plugins_register_under_their_uris() -> None:
     native.hoist_register_plugins(seen.append)
     overlay.hoist_register_plugins(seen.append)
     assert [r.uri for r in seen] == ["hoist.snapshotter.v1.native", "hoist.snapshotter.v1.overlayfs"]
+
+
+def test_overlay_check_mount_never_shows_on_the_host_even_when_killed(tmp_path):
+    # kill -9 of a process during the overlayfs plugin's start-up check must not leave a mount behind.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "root"
+    root.mkdir()
+    code = (
+        "import os, sys, time\n"
+        "real = os.listdir\n"
+        "def slow(p):\n"
+        "    if str(p).endswith('merged'):\n"
+        "        print('mounted', flush=True); time.sleep(3)\n"
+        "    return real(p)\n"
+        "os.listdir = slow\n"
+        "from hoist.snapshotters.overlay import check_overlay\n"
+        "check_overlay(__import__('pathlib').Path(sys.argv[1]))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "mounted\n"  # the child has the overlay mounted now
+    host_mounts = open("/proc/self/mountinfo").read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert str(root) not in host_mounts
+    time.sleep(0.2)
+    assert str(root) not in open("/proc/self/mountinfo").read()

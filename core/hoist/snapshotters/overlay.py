@@ -13,10 +13,15 @@ import stat
 import tempfile
 from pathlib import Path
 
+from hoist import linux
 from hoist.errors import FailedPreconditionError, PluginSkipped
 from hoist.plugin import InitContext, Registration, hookimpl
-from hoist.snapshots import PLUGIN_TYPE, Kind, Mount, mount, unmount
+from hoist.snapshots import PLUGIN_TYPE, Kind, Mount, mount
 from hoist.snapshotters.storage import DirectorySnapshotter, Snapshot
+
+CLONE_NEWNS = 0x00020000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
 
 
 class OverlaySnapshotter(DirectorySnapshotter):
@@ -51,6 +56,44 @@ class OverlaySnapshotter(DirectorySnapshotter):
         return [Mount(type="overlay", source="overlay", options=("ro", lower))]
 
 
+def _merged_names_in_private_namespace(m: Mount, target: Path, root: Path) -> list[str]:
+    """Mount ``m`` on ``target`` in a forked child's own mount namespace and return what the merged view lists.
+
+    The check's mount lives only in that namespace, so a process killed during start-up (``kill -9``
+    of a ``dist`` in its plugin init) can never leave it mounted on the host.
+    """
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: only syscalls, then _exit
+        code = 0
+        try:
+            os.close(rfd)
+            lib = linux.libc()
+            linux.check(lib.unshare(CLONE_NEWNS), "unshare mount namespace")
+            linux.mount("none", "/", None, MS_REC | MS_PRIVATE)
+            try:
+                mount(m, target)
+            except FailedPreconditionError as e:
+                os.write(wfd, b"E" + str(e).encode())
+            else:
+                os.write(wfd, b"N" + "\0".join(sorted(os.listdir(target))).encode())
+        except BaseException as e:  # reported to the parent, which decides
+            os.write(wfd, b"X" + f"{e}".encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    kind, text = out[:1], out[1:].decode(errors="replace")
+    if kind == b"N":
+        return text.split("\0") if text else []
+    if kind == b"E":
+        raise PluginSkipped(f"overlay mounts are not possible in {root}: {text}")
+    raise PluginSkipped(f"overlay check in {root} failed: {text or 'no answer from the check process'}")
+
+
 def check_overlay(root: Path) -> None:
     """Mount a real overlay under ``root`` with a whiteout in its upper layer and check that it hides the lower file.
 
@@ -73,14 +116,7 @@ def check_overlay(root: Path) -> None:
             source="overlay",
             options=(f"lowerdir={base / 'lower2'}:{base / 'lower1'}", f"upperdir={base / 'upper'}", f"workdir={base / 'work'}"),
         )
-        try:
-            mount(m, base / "merged")
-        except FailedPreconditionError as e:
-            raise PluginSkipped(f"overlay mounts are not possible in {root}: {e}") from e
-        try:
-            names = sorted(os.listdir(base / "merged"))
-        finally:
-            unmount(base / "merged")
+        names = _merged_names_in_private_namespace(m, base / "merged", root)
         if names != ["kept"]:
             raise PluginSkipped(f"overlay whiteouts do not work in {root}: merged view shows {names}")
     finally:
