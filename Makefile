@@ -9,7 +9,7 @@ DEBIAN_PACKAGES := docker-registry skopeo containerd runc busybox-static curl op
 # One line installs core and every plugin editable (the packaging test checks it lists them all).
 INSTALL_EDITABLE := -e '.[test]' $(foreach p,$(PLUGINS),-e plugins/$(p))
 
-.PHONY: setup deps venv demo test bench clean proto
+.PHONY: setup deps venv demo test bench clean docs proto
 
 setup: deps venv
 
@@ -34,6 +34,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Regenerate the reference pages from the code (tests/test_reference_docs.py catches drift).
+docs: setup
+	$(PY) -m hoist.docsgen config > docs/reference/config.md
+	$(PY) -m hoist.docsgen cli > docs/reference/cli.md
 
 bench: setup
 	$(PY) benchmarks/run.py

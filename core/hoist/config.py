@@ -28,7 +28,12 @@ CONFIG_VERSION = 1
 
 @attrs.frozen(kw_only=True)
 class GrpcConfig:
-    """``[grpc]``: where hoistd listens and who owns the socket."""
+    """``[grpc]``: where hoistd listens and who owns the socket.
+
+    :ivar address: the unix socket hoistd serves on (a filesystem path, never abstract).
+    :ivar uid: owner of the socket.
+    :ivar gid: group of the socket (mode 0660: that group may use the API).
+    """
 
     address: str = DEFAULT_ADDRESS
     uid: int = 0
@@ -39,7 +44,12 @@ class GrpcConfig:
 class Config:
     """A decoded hoistd configuration.
 
-    :ivar enabled_plugins: URIs to load; ``None`` loads every installed plugin.
+    :ivar version: config format version; only 1 exists.
+    :ivar root: persistent data; each plugin gets ``<root>/<uri>``.
+    :ivar state: runtime state (sockets, task state); each plugin gets ``<state>/<uri>``.
+    :ivar enabled_plugins: plugin URIs to load, builtins included; unset loads every available plugin.
+    :ivar required_plugins: plugins without which hoistd stops before serving.
+    :ivar grpc: the ``[grpc]`` table.
     :ivar plugin_tables: raw ``[plugins."<uri>"]`` tables, decoded later against each plugin's config class.
     :ivar source: the file it came from (``<default>`` when built in), for error messages.
     """
