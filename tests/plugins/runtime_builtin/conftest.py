@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import attrs
 import pytest
 
 from hoist.oci_spec import ImageConfig, SpecOptions, generate_spec
-from hoist.runtime import IO, Bundle, Exit
-from hoist.testing.runtime import make_rootfs
+from hoist.testing.runtime import make_rootfs, task_runner
 from hoist_runtime_builtin.runtime import BuiltinRuntime, BuiltinRuntimeConfig
 
 
@@ -35,28 +33,10 @@ def runtime(tmp_path: Path) -> Iterator[BuiltinRuntime]:
         task.delete()
 
 
-@attrs.frozen
-class Ran:
-    exit: Exit
-    output: str
-
-
 @pytest.fixture
 def run(runtime: BuiltinRuntime, rootfs: Path, tmp_path: Path):
     """``run(args, image=ImageConfig(), **spec_options) -> Ran(exit, output)``: create, start, wait, delete."""
-    counter = iter(range(1000))
-
-    def _run(args: list[str] | None, image: ImageConfig = ImageConfig(), *, stdin: str = "", **options) -> Ran:
-        n = next(counter)
-        out = tmp_path / f"out-{n}.txt"
-        spec = generate_spec(image, SpecOptions(args=args, **options), rootfs=rootfs)
-        task = runtime.create(f"run-{n}", Bundle(spec=spec, rootfs=rootfs), IO(stdin=stdin, stdout=str(out), stderr=str(out)))
-        task.start()
-        ex = task.wait(30)
-        task.delete()
-        return Ran(ex, out.read_text() if out.exists() else "")
-
-    return _run
+    return task_runner(runtime, rootfs, tmp_path)
 
 
 @pytest.fixture
