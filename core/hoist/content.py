@@ -378,11 +378,12 @@ def _open_writer(ingester: Ingester, ref: str, total: int | None, expected: Dige
             delay = min(delay * 2, 0.25)
 
 
-def _copy(writer: Writer, src: BinaryIO, offset: int, progress: Callable[[int], None] | None, size: int | None) -> int:
+def _copy(writer: Writer, src: BinaryIO, offset: int, progress: Callable[[int], None] | None, size: int | None,
+          read_ahead: bool = True) -> int:
     readinto = getattr(src, "readinto", None)
     if readinto is None:
         return _copy_simple(writer, src, offset, progress)
-    if size is not None and size - offset < _PREFETCH_MIN:
+    if not read_ahead or (size is not None and size - offset < _PREFETCH_MIN):
         buf = bytearray(CHUNK_SIZE)
         view = memoryview(buf)
         while n := readinto(view):
@@ -465,6 +466,7 @@ def write_blob(
     progress: Callable[[int], None] | None = None,
     *,
     lock_timeout: float = 60.0,
+    read_ahead: bool = True,
 ) -> None:
     """Copy ``reader`` into the store under ingest ``ref`` and commit it, verifying ``size`` and ``expected``.
 
@@ -477,6 +479,9 @@ def write_blob(
     :param size: expected size, or ``None`` when unknown.
     :param expected: expected digest, or ``None`` when unknown.
     :param progress: called with the ingest's offset after each chunk.
+    :param read_ahead: read large sources in a second thread while this one hashes and writes (worth it
+        for a lone transfer; when several run at once they already overlap, and the extra threads only
+        contend for the interpreter lock).
     :raises FailedPreconditionError: the data does not match ``size``/``expected``, or the source ended early.
     :raises OutOfRangeError: the source is longer than ``size``.
     :raises UnavailableError: ``ref`` stayed locked for ``lock_timeout``.
@@ -514,7 +519,7 @@ def write_blob(
             if progress is not None:
                 progress(offset)
             try:
-                offset = _copy(w, src, offset, progress, size)
+                offset = _copy(w, src, offset, progress, size, read_ahead)
             finally:
                 if callable(reader):
                     close = getattr(src, "close", None)

@@ -308,6 +308,16 @@ class VerifyingReader(io.RawIOBase):
         """True once the whole object was read and its digest checked here."""
         return self._verified
 
+    def defer_digest(self) -> None:
+        """Leave the digest check to the consumer, which verifies what it stored (a content store's commit).
+
+        Only the size is checked here from now on; hashing every byte twice would double the CPU cost of
+        a download.  Call before the first read.
+        """
+        if self._offset != self._start:
+            raise io.UnsupportedOperation(f"{self._name}: cannot defer the digest check after reading")
+        self._hasher = None
+
     def read(self, n: int = -1) -> bytes:  # type: ignore[override]
         if n is None or n < 0:
             return self.readall()

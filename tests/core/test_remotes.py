@@ -144,3 +144,20 @@ def test_resolver_options() -> None:
     assert "secret=" not in repr(o)
     with pytest.raises(InvalidArgumentError, match="timeout must be positive"):
         ResolverOptions(timeout=0)
+
+
+def test_deferred_digest_still_checks_the_size_and_leaves_the_digest_to_the_consumer() -> None:
+    data = os.urandom(200_000)
+    wrong = bytes([data[0] ^ 1]) + data[1:]
+    s = VerifyingReader(Raw(wrong, step=70_000), _desc(data), name="blob-d")
+    s.defer_digest()
+    assert _drain(s) == wrong  # the content store's commit is what refuses these bytes
+    assert not s.verified
+    short = VerifyingReader(Raw(data[:-1]), _desc(data), name="blob-d")
+    short.defer_digest()
+    with pytest.raises(FailedPreconditionError, match="content blob-d: size mismatch: stream ended at 199999 bytes"):
+        _drain(short)
+    started = VerifyingReader(Raw(data), _desc(data), name="blob-d")
+    started.read(10)
+    with pytest.raises(io.UnsupportedOperation, match="blob-d: cannot defer the digest check after reading"):
+        started.defer_digest()

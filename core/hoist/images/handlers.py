@@ -144,6 +144,7 @@ def fetch_handler(
     on_event: EventSink = _no_events,
     cancel: threading.Event | None = None,
     skip_non_distributable: bool = True,
+    read_ahead: bool = True,
 ) -> Handler:
     """A handler that puts each blob into ``store`` through ``write_blob`` under its ingest ref.
 
@@ -151,7 +152,8 @@ def fetch_handler(
     process) holds the ref, the handler waits and polls until the lock frees or the blob appears.
     Non-distributable (foreign) layers are skipped, as containerd does by default, unless
     ``skip_non_distributable`` is false: then they are fetched like any blob (a resolver that follows
-    foreign URLs gets them from there, without credentials) and verified.
+    foreign URLs gets them from there, without credentials) and verified.  ``read_ahead`` is passed to
+    ``write_blob``: turn it off when several blobs are fetched at once.
     """
     from hoist.content import write_blob
 
@@ -171,7 +173,6 @@ def fetch_handler(
             if has_blob(store, desc.digest):
                 on_event(Event(state="exists", offset=desc.size, **ev))
                 return ()
-            offset = _ingest_offset(store, ref)
             started = False
 
             def open_at(at: int) -> _CancellableStream:
@@ -183,7 +184,7 @@ def fetch_handler(
 
             try:
                 # lock_timeout=0: a held ref comes back here at once so the wait is visible as "waiting".
-                write_blob(store, ref, open_at, desc.size, desc.digest, lock_timeout=0)
+                write_blob(store, ref, open_at, desc.size, desc.digest, lock_timeout=0, read_ahead=read_ahead)
                 if not started:
                     on_event(Event(state="exists", offset=desc.size, **ev))
                     return ()
@@ -194,7 +195,7 @@ def fetch_handler(
                 if not _is_lock_error(store, ref, e):
                     raise
                 if not waiting:
-                    on_event(Event(state="waiting", offset=offset, **ev))
+                    on_event(Event(state="waiting", offset=_ingest_offset(store, ref), **ev))
                     waiting = True
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -213,6 +214,9 @@ def _open_at(fetcher: BlobFetcher, desc: Descriptor, offset: int) -> Any:
     if offset >= desc.size:
         return io.BytesIO(b"")
     stream = fetcher.fetch(desc)
+    defer = getattr(stream, "defer_digest", None)
+    if defer is not None:
+        defer()  # write_blob's commit verifies the digest of what it stored; hash each byte once
     if offset:
         seekable = getattr(stream, "seekable", None)
         if seekable is not None and seekable():

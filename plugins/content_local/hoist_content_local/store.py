@@ -93,6 +93,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 def _replace_or_remove(path: Path, text: str) -> None:
     if text:
         _write_atomic(path, text.encode())
@@ -634,17 +642,21 @@ class LocalContentStore:
         resumed = self._resume(path, ref, total, want)
         if resumed is not None:
             return LocalWriter(self, lock, path, *resumed)
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
         now = _now()
-        _write_atomic(path / "ref", ref.encode("utf-8"))
-        _write_atomic(path / "startedat", now.isoformat().encode())
-        _write_atomic(path / "updatedat", now.isoformat().encode())
+        # Written in place, not through a rename: the directory is new and ``data`` comes last, so a
+        # creation cut short leaves an ingest without data, which the next writer discards.
+        _write_new(path / "ref", ref.encode("utf-8"))
+        _write_new(path / "startedat", now.isoformat().encode())
+        _write_new(path / "updatedat", now.isoformat().encode())
         if total:
-            _write_atomic(path / "total", str(total).encode())
+            _write_new(path / "total", str(total).encode())
         if want is not None:
-            _write_atomic(path / "expected", str(want).encode())
-        # data last: an ingest directory without it is an unfinished creation and gets discarded
+            _write_new(path / "expected", str(want).encode())
         fd = os.open(path / "data", os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         hasher = hashlib.new(want.algorithm if want else "sha256")
         return LocalWriter(self, lock, path, fd, hasher, 0, total, want, now, now)

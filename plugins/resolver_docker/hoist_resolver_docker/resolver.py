@@ -15,6 +15,7 @@ import ssl
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import attrs
@@ -199,7 +200,7 @@ class RegistrySession:
                 if self._transport is not None:
                     client = httpx.Client(transport=self._transport, timeout=self._timeout, trust_env=False)
                 else:
-                    verify = self._ssl_context(host) if key else self._default_ssl_context()
+                    verify = self._ssl_context(host) if key and key != _DEFAULT_TLS else DefaultTrustContext()
                     client = httpx.Client(transport=RegistryTransport(verify=verify, limits=self._limits),
                                           timeout=self._timeout, trust_env=False)
                 self._clients[key] = client
@@ -391,6 +392,39 @@ class RegistrySession:
         """
         return self._send(self.client_for(None), "GET", url, what=what, where="", headers=dict(headers or {}), ok=ok,
                           plain=True)
+
+
+class DefaultTrustContext(ssl.SSLContext):
+    """A client TLS context trusting certifi's and the system's CAs, loaded on its first TLS connection.
+
+    Loading the CA bundles takes about 0.1 s, which a command talking only to plain-HTTP registries
+    never needs to pay; verification settings are the secure defaults of ``PROTOCOL_TLS_CLIENT``.
+    """
+
+    def __new__(cls) -> DefaultTrustContext:
+        ctx = super().__new__(cls, ssl.PROTOCOL_TLS_CLIENT)
+        ctx._trust_lock = threading.Lock()
+        ctx._trusted = False
+        return ctx
+
+    def _load_trust(self) -> None:
+        with self._trust_lock:
+            if not self._trusted:
+                self.load_verify_locations(cafile=certifi.where())
+                self.load_default_certs()
+                self._trusted = True
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+        self._load_trust()
+        return super().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:  # type: ignore[override]
+        self._load_trust()
+        return super().wrap_bio(*args, **kwargs)
+
+
+#: The TLS key of an endpoint with neither its own CA, client certificate nor ``skip_verify``.
+_DEFAULT_TLS = (False, (), ())
 
 
 def _parse_ref(ref: str, *, need_object: bool) -> reference.Reference:
