@@ -22,8 +22,9 @@ DOCS = "\n".join(p.read_text() for p in [REPO / "README.md", *sorted((REPO / "do
 def command_paths(group: click.Command, prefix: str) -> list[str]:
     out = [prefix]
     if isinstance(group, click.Group):
-        for name, cmd in sorted(group.commands.items()):
-            out += command_paths(cmd, f"{prefix} {name}")
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            out += command_paths(group.get_command(ctx, name), f"{prefix} {name}")
     return out
 
 

@@ -118,8 +118,9 @@ def config_reference() -> str:
 def _commands(cmd: click.Command, path: str) -> Iterator[tuple[str, click.Command]]:
     yield path, cmd
     if isinstance(cmd, click.Group):
-        for name in sorted(cmd.commands):
-            yield from _commands(cmd.commands[name], f"{path} {name}")
+        ctx = click.Context(cmd)
+        for name in sorted(cmd.list_commands(ctx)):
+            yield from _commands(cmd.get_command(ctx, name), f"{path} {name}")
 
 
 def _cell(text: str) -> str:
@@ -152,7 +153,7 @@ def cli_reference() -> str:
                 out += ["| option | meaning |", "|---|---|"]
                 out += [f"| `{_cell(opt)}` | {_cell(text)} |" for opt, text in rows]
             if isinstance(cmd, click.Group):
-                out += ["", "Subcommands: " + ", ".join(f"`{path} {n}`" for n in sorted(cmd.commands))]
+                out += ["", "Subcommands: " + ", ".join(f"`{path} {n}`" for n in sorted(cmd.list_commands(ctx)))]
     return "\n".join(out) + "\n"
 
 

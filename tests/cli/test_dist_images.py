@@ -15,10 +15,7 @@ import pytest
 from hoist_content_local.store import LocalContentStore
 
 REPO = Path(__file__).resolve().parents[2]
-METADATA_BUILTIN = ("hoist.metadata.v1.sqlite", "hoist.metadata.plugin")
-# `dist` with the metadata builtin registered even before hoist.builtins lists it.
-DIST = [sys.executable, "-c", "import sys, hoist.builtins as b; b.BUILTINS.setdefault(%r, %r); sys.argv[0] = 'dist'; "
-        "from hoist.cli.dist import main; main()" % METADATA_BUILTIN]
+DIST = [str(Path(sys.executable).parent / "dist")]
 
 
 @pytest.fixture

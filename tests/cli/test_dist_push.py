@@ -15,28 +15,7 @@ import pytest
 from support.faultproxy import respond
 
 REPO = Path(__file__).resolve().parents[2]
-# `dist` with the push commands attached and the docker resolver able to push, also before the
-# lead's wiring (`SUBCOMMANDS`, `DockerResolver.pusher`) lands; both steps are no-ops afterwards.
-BOOT = """
-import sys
-sys.argv[0] = 'dist'
-from hoist.errors import UnsupportedError
-import hoist_resolver_docker.resolver as r
-from hoist_resolver_docker.pusher import DockerPusher
-try:
-    r.DockerResolver.pusher(object.__new__(r.DockerResolver), 'reg.test/x')
-except UnsupportedError:
-    r.DockerResolver.pusher = lambda self, ref: DockerPusher(self, ref)
-except Exception:
-    pass
-from hoist.cli.dist import dist, main
-import hoist.cli.dist_push as p
-for c in (p.push, p.push_object):
-    if c.name not in dist.commands:
-        dist.add_command(c)
-main()
-"""
-DIST = [sys.executable, "-c", BOOT]
+DIST = [str(Path(sys.executable).parent / "dist")]
 
 
 @pytest.fixture

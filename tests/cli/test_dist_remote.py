@@ -9,6 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import click
 import pytest
 from support.cli import example_steps, local_env, run_dist
 from support.faultproxy import flip_byte
@@ -137,11 +138,12 @@ def test_every_registry_command_takes_one_set_of_flags() -> None:
     from hoist.cli.dist import dist as dist_group
     from hoist.cli.hoist import hoist as hoist_group
 
-    shared = _registry_flags(dist_group.commands["resolve"])
+    ctx = click.Context(dist_group)
+    shared = _registry_flags(dist_group.get_command(ctx, "resolve"))
     assert sorted(shared) == [("--hosts-dir",), ("--plain-http",), ("--skip-verify", "-k"), ("--timeout",),
                               ("--user", "-u")]
     for name in ("fetch-object", "fetch", "push", "push-object", "pull"):
-        assert _registry_flags(dist_group.commands[name]) == shared, name
+        assert _registry_flags(dist_group.get_command(ctx, name)) == shared, name
     # `hoist run --user` is the container's user: the credentials flag is --registry-user there.
     run_flags = _registry_flags(hoist_group.commands["run"])
     assert run_flags.pop(("--user",))[0] == "user"

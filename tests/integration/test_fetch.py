@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-import hoist.builtins
 from hoist.client import Client
 from hoist.config import Config
 from hoist.content import Descriptor, Digest, read_blob
@@ -34,16 +33,8 @@ from hoist_content_local.store import LocalContentStore
 from support.faultproxy import flip_byte, stall
 
 PLUGINS = ("hoist.content.v1.local", "hoist.resolver.v1.docker", "hoist.metadata.v1.sqlite")
-METADATA_BUILTIN = ("hoist.metadata.v1.sqlite", "hoist.metadata.plugin")
-# Runs `dist` with the metadata builtin registered even before hoist.builtins lists it.
-DIST = [sys.executable, "-c", "import sys, hoist.builtins as b; b.BUILTINS.setdefault(%r, %r); sys.argv[0] = 'dist'; "
-        "from hoist.cli.dist import main; main()" % METADATA_BUILTIN]
+DIST = [str(Path(sys.executable).parent / "dist")]
 PLAIN = ResolverOptions(plain_http=True)
-
-
-@pytest.fixture(autouse=True)
-def _metadata_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(hoist.builtins.BUILTINS, *METADATA_BUILTIN)
 
 
 @pytest.fixture
