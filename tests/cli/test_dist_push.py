@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from support.faultproxy import respond
+from support import cli
+from support.cli import local_env, run_dist
 
 REPO = Path(__file__).resolve().parents[2]
-DIST = [str(Path(sys.executable).parent / "dist")]
+DIST = [cli.DIST]
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    e = dict(os.environ)
-    e.update(HOIST_ROOT=str(tmp_path / "root"), HOIST_STATE=str(tmp_path / "state"))
-    e.pop("HOIST_ADDRESS", None)
-    e.pop("HOIST_CONFIG", None)
-    return e
+    return local_env(tmp_path)
 
 
 def dist(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*DIST, *args], env=env, capture_output=True, text=True, timeout=120)
+    return run_dist(env, *args)
 
 
 def test_push_json_events_and_summary(registry, env, repo_name: str) -> None:
