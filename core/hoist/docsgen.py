@@ -81,10 +81,16 @@ def config_table(cls: type, prefix: str = "") -> list[str]:
     return rows
 
 
+#: The plugin distributions that ship with Hoist; third-party ones document themselves.
+PROJECT_DISTRIBUTIONS = ("hoist-content-local", "hoist-resolver-docker", "hoist-runtime-builtin", "hoist-execution")
+
+
 def registrations() -> Iterator[tuple[str, Registration, str]]:
-    """``(uri, registration, source)`` of every available plugin (builtins and installed), by URI."""
+    """``(uri, registration, source)`` of Hoist's own plugins (core builtins and its plugin distributions), by URI."""
     for uri, sources in sorted(available_plugins().items()):
         src = sources[0]
+        if src.kind != "builtin" and src.dist not in PROJECT_DISTRIBUTIONS:
+            continue
         found: list[Registration] = []
         importlib.import_module(src.target).hoist_register_plugins(register=found.append)
         yield uri, found[0], src.describe()

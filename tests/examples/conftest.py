@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="session")
-def install_example(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """``install_example("resolver_ocilayout") -> site dir``: ``pip install --target`` once per session, on sys.path."""
+@pytest.fixture(scope="package")
+def install_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Path]]:
+    """``install_example("resolver_ocilayout") -> site dir``: ``pip install --target`` once, on sys.path for this package's tests.
+
+    The site dirs leave ``sys.path`` (and their modules ``sys.modules``) afterwards, so tests outside
+    ``tests/examples`` never see the examples as installed plugins.
+    """
     done: dict[str, Path] = {}
 
     def install(name: str) -> Path:
@@ -30,7 +35,13 @@ def install_example(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str],
             done[name] = site
         return done[name]
 
-    return install
+    yield install
+    for site in done.values():
+        while str(site) in sys.path:
+            sys.path.remove(str(site))
+        for mod in [m for m, v in sys.modules.items() if str(site) in str(getattr(v, "__file__", "") or "")]:
+            del sys.modules[mod]
+    importlib.invalidate_caches()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from hoist.testing.resolver import ResolverCase, ResolverSuite
 from support.cli import run_dist, run_hoist
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site(install_example) -> Path:  # noqa: ANN001
     return install_example("resolver_ocilayout")
 

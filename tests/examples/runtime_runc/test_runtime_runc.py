@@ -11,7 +11,7 @@ from hoist.testing.runtime import RuntimeSuite
 from support.cli import LOCAL_BUILTINS, run_hoist, write_config
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site(install_example) -> Path:  # noqa: ANN001
     return install_example("runtime_runc")
 
