@@ -42,7 +42,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hoist-demo-") as tmp:
         t = Path(tmp)
         step("a Docker Distribution registry on 127.0.0.1, holding a busybox image")
-        with Registry(t / "registry").start() as registry:
+        with Registry(t / "registry") as registry:
             layout = ImageSet(t / "layouts").busybox()
             registry.push_http(layout, "demo/busybox", "1")
             ref = f"{registry.host}/demo/busybox:1"

@@ -249,7 +249,9 @@ class Registry:
     # ---- lifecycle
 
     def start(self, timeout: float = 15.0) -> Registry:
-        """Write the config, start the registry and wait until ``/v2/`` answers."""
+        """Write the config, start the registry and wait until ``/v2/`` answers; a running one is left as is."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self
         if shutil.which(REGISTRY_BIN) is None:
             raise RegistryError(f"{REGISTRY_BIN} not found on PATH (Debian package docker-registry)")
         self.storage.mkdir(exist_ok=True)
