@@ -622,11 +622,10 @@ class LocalContentStore:
     def _drop_finished_ingest(self, key: str, ref: str, want: Digest) -> None:
         # A writer killed between publishing the blob and removing its ingest leaves an ingest whose
         # work is done; the next writer for that blob removes it instead of leaving it listed forever.
+        # Whatever it declared, an ingest under a ref whose blob is now committed is obsolete: a writer
+        # resuming it with this digest would discard it anyway (see _resume).
         path = self.root / "ingest" / key
-        try:
-            if not path.is_dir() or self._read_expected(path) != want:
-                return
-        except (OSError, InvalidArgumentError):
+        if not path.is_dir():
             return
         lock = _RefLock(self.root / "locks" / key, ref)
         try:
