@@ -196,3 +196,32 @@ def test_plugin_registration(tmp_path: Path) -> None:
     store = reg.init(ic)
     assert (tmp_path / "meta.db").exists() and store.busy_timeout == 5
     store.close()
+
+
+def test_close_waits_for_a_write_in_another_thread(db: SQLiteMetadataStore) -> None:
+    """Closing while another thread writes (a container's exit being recorded at shutdown) waits for that write."""
+    db.create_namespace("ns1")
+    images = db.images("ns1")
+    started, release, closed = threading.Event(), threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with db._write() as c:  # an operation in flight, held open until the main thread has called close()
+            started.set()
+            release.wait(10)
+            c.execute("UPDATE namespaces SET labels = '{\"k\": \"v\"}' WHERE name = 'ns1'")
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert started.wait(10)
+    closer = threading.Thread(target=lambda: (db.close(), closed.set()))
+    closer.start()
+    time.sleep(0.2)
+    assert not closed.is_set(), "close() returned while a write was in flight"
+    release.set()
+    t.join(10)
+    closer.join(10)
+    assert closed.is_set()
+    # the write committed, and the store still works after close (new connections)
+    assert db.namespace_labels("ns1") == {"k": "v"}
+    images.create(Image(name="a", target=target()))
+    assert [i.name for i in images.list()] == ["a"]

@@ -104,6 +104,11 @@ class SQLiteMetadataStore:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # Operations in flight; close() waits for them, since closing a connection another thread is using
+        # crashes the sqlite3 module rather than raising.
+        self._busy = threading.Condition()
+        self._active = 0
+        self._closing = False
         self._migrate()
 
     # -- connections and transactions ---------------------------------------------------------------
@@ -140,9 +145,20 @@ class SQLiteMetadataStore:
             ) from e
 
     @contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        with self._busy:
+            self._busy.wait_for(lambda: not self._closing)
+            self._active += 1
+        try:
+            yield self._conn()
+        finally:
+            with self._busy:
+                self._active -= 1
+                self._busy.notify_all()
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        c = self._conn()
-        with self._translate():
+        with self._using() as c, self._translate():
             c.execute("BEGIN IMMEDIATE")
             try:
                 yield c
@@ -153,13 +169,11 @@ class SQLiteMetadataStore:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        c = self._conn()
-        with self._translate():
+        with self._using() as c, self._translate():
             yield c
 
     def _migrate(self) -> None:
-        c = self._conn()
-        with self._translate():
+        with self._using() as c, self._translate():
             mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise FailedPreconditionError(f"metadata database {self.path}: cannot enable WAL mode (got {mode})")
@@ -196,15 +210,25 @@ class SQLiteMetadataStore:
             return int(c.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
-        """Close every connection this store opened."""
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for c in conns:
+        """Close every connection this store opened, once the operations in flight end (waits up to 30 s).
+
+        An operation that starts while this runs waits for it, then opens a new connection.
+        """
+        with self._busy:
+            self._closing = True
             try:
-                c.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+                self._busy.wait_for(lambda: self._active == 0, timeout=30)
+                with self._lock:
+                    conns, self._conns = self._conns, []
+                for c in conns:
+                    try:
+                        c.close()
+                    except sqlite3.Error:
+                        pass
+                self._local = threading.local()
+            finally:
+                self._closing = False
+                self._busy.notify_all()
 
     # -- namespaces ---------------------------------------------------------------------------------
 

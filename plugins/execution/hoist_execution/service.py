@@ -483,8 +483,15 @@ class ExecutionService:
         register(self, server)
 
     def close(self) -> None:
-        """Stop the waiters and end the event streams; containers keep running."""
+        """Stop the waiters and end the event streams; containers keep running.
+
+        Waits for each waiter to notice (one wait slice), so none writes to a metadata store closing after this.
+        """
         self._closed.set()
+        with self._lock:
+            waiters = [t for t in self._waiters.values() if t is not threading.current_thread()]
+        for t in waiters:
+            t.join(_WAIT_SLICE + 5)
         self._bus.close()
 
 
