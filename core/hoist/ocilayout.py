@@ -1,7 +1,8 @@
 """OCI image layouts on disk: read a layout directory or archive safely, import archives, export images.
 
 A layout (``oci-layout``, ``index.json``, ``blobs/<alg>/<hex>``) is read either from a directory or
-from an uncompressed tar archive (what ``skopeo copy oci-archive:`` and ``ctr images export`` write).
+from a tar archive (what ``skopeo copy oci-archive:`` and ``ctr images export`` write), which may be
+gzip- or zstd-compressed.
 ``docker save`` archives (``manifest.json`` plus layer tars) are imported too, converted into Docker
 schema2 manifests.  Archives are untrusted: member names that climb out (``../``, absolute), links
 that lead outside the archive, devices, oversized JSON documents and blobs whose bytes do not match
@@ -10,6 +11,7 @@ their digest are all refused, and an import that fails leaves nothing behind in 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -183,7 +185,8 @@ class _Member:
 
 
 class TarLayout:
-    """A layout inside an uncompressed tar archive; the table of contents is read once, data on demand.
+    """A layout inside a tar archive (gzip or zstd compressed ones are first decompressed to a temporary file);
+    the table of contents is read once, data on demand.
 
     Links are followed only to regular members inside the archive; devices, FIFOs, sparse files,
     absolute or climbing names, and more than :data:`MAX_MEMBERS` members are refused.
@@ -202,11 +205,12 @@ class TarLayout:
         except IsADirectoryError:
             raise InvalidArgumentError(f"{where}: is a directory (use an oci-layout directory reference)") from None
         try:
+            self.compression = self._decompress_if_needed(where)
             with os.fdopen(os.dup(self._fd), "rb") as f:
                 try:
                     tf = tarfile.open(fileobj=f, mode="r:")
                 except tarfile.TarError:
-                    raise InvalidArgumentError(f"{where}: not a tar archive (compressed archives must be decompressed first)") from None
+                    raise InvalidArgumentError(f"{where}: not a tar archive (nor a gzip- or zstd-compressed one)") from None
                 count = 0
                 try:
                     while (m := tf.next()) is not None:
@@ -235,6 +239,43 @@ class TarLayout:
         except BaseException:
             os.close(self._fd)
             raise
+
+    def _decompress_if_needed(self, where: str) -> str:
+        """Replace a gzip- or zstd-compressed archive by its tar stream in an unnamed temporary file.
+
+        The temporary file lives in ``$TMPDIR`` and disappears with the layout; memory stays bounded.
+        :returns: the compression found (``none``, ``gzip``, ``zstd``).
+        """
+        from hoist.archive import Compression, decompressed, detect_compression
+
+        head = os.pread(self._fd, 4, 0)
+        if detect_compression(head) is Compression.NONE:
+            return Compression.NONE.value
+        raw = os.fdopen(os.dup(self._fd), "rb")
+        tmp = tempfile.TemporaryFile(prefix="hoist-import-")
+        try:
+            with raw:
+                stream, found = decompressed(raw)
+                try:
+                    while chunk := stream.read(CHUNK_SIZE):
+                        tmp.write(chunk)
+                except HoistError:
+                    raise
+                except OSError as e:
+                    if e.errno == errno.ENOSPC:
+                        raise FailedPreconditionError(f"{where}: no space left in {tempfile.gettempdir()} to decompress it "
+                                                      "(set TMPDIR to a larger file system)") from None
+                    raise InvalidArgumentError(f"{where}: corrupt {found.value} stream: {e}") from None
+                except Exception as e:  # zlib, isal, zstandard and EOF errors all mean a broken stream
+                    raise InvalidArgumentError(f"{where}: corrupt {found.value} stream: {e}") from None
+            tmp.flush()
+            tmp.seek(0)
+            fd = os.dup(tmp.fileno())
+        finally:
+            tmp.close()
+        os.close(self._fd)
+        self._fd = fd
+        return found.value
 
     def names(self) -> list[str]:
         """Every regular file (and link to one) in the archive."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -11,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from support.cli import local_env, run_dist
 
@@ -70,6 +72,21 @@ def test_skopeo_archive_imports_with_the_same_digests_and_exports_back(images, e
     r = skopeo("copy", f"oci-archive:{out}", f"oci:{copied}:x")
     assert r.returncode == 0, r.stderr
     assert json.loads((copied / "index.json").read_text())["manifests"][0]["digest"] == layout.digest
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_archive_imports_like_the_plain_one(images, env, tmp_path, compression):
+    """``skopeo copy … oci-archive:`` piped through gzip or zstd imports without decompressing it first."""
+    layout = images.busybox()
+    archive = tmp_path / "busybox.tar"
+    assert skopeo("copy", layout.oci_ref, f"oci-archive:{archive}:1").returncode == 0
+    packed = tmp_path / f"busybox.tar.{'gz' if compression == 'gzip' else 'zst'}"
+    packed.write_bytes(gzip.compress(archive.read_bytes()) if compression == "gzip"
+                       else zstandard.ZstdCompressor().compress(archive.read_bytes()))
+    r = dist(env, "import", "--base-name", "example.com/busybox", packed)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"example.com/busybox:1 {layout.digest}\n"
+    assert stored_blobs(env) == {str(d.digest) for d in layout.all_blobs()}
 
 
 def test_multi_platform_index_all_platforms_and_default_platform(images, env, tmp_path):
@@ -212,9 +229,19 @@ def test_hostile_archives_fail_with_one_line_and_store_nothing(env, tmp_path, ki
 
 def test_not_an_archive_and_missing_names(env, tmp_path):
     junk = tmp_path / "junk.tar"
-    junk.write_bytes(b"\x1f\x8b" + b"\x00" * 2000)
+    junk.write_bytes(b"\x01\x02" + b"\x00" * 2000)
     r = dist(env, "import", junk)
-    assert (r.returncode, r.stderr) == (1, f"dist: archive {junk}: not a tar archive (compressed archives must be decompressed first)\n")
+    assert (r.returncode, r.stderr) == (1, f"dist: archive {junk}: not a tar archive (nor a gzip- or zstd-compressed one)\n")
+    fake_gzip = tmp_path / "junk.tar.gz"
+    fake_gzip.write_bytes(b"\x1f\x8b" + b"\x00" * 2000)
+    r = dist(env, "import", fake_gzip)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"dist: archive {fake_gzip}: corrupt gzip stream: "), r.stderr
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(gzip.compress(_tar(tmp_path / "t.tar", _valid_members()[0]).read_bytes())[:-40])
+    r = dist(env, "import", "--base-name", "example.com/t", truncated)
+    assert r.returncode == 1 and r.stderr.startswith(f"dist: archive {truncated}: corrupt gzip stream: "), r.stderr
+    assert stored_blobs(env) == set()
     members, manifest = _valid_members()
     archive = _tar(tmp_path / "tagonly.tar", members)
     r = dist(env, "import", archive)

@@ -69,7 +69,7 @@ def export(g: Any, refs: tuple[str, ...], file: str, platforms: tuple[str, ...],
 @click.pass_obj
 def import_(g: Any, file: str, name: str | None, base_name: str | None, platforms: tuple[str, ...],
             all_platforms: bool, labels: tuple[str, ...]) -> None:
-    """Import the images of FILE, an OCI image layout archive or a ``docker save`` archive.
+    """Import the images of FILE, an OCI image layout archive or a ``docker save`` archive (gzip or zstd compressed, or not).
 
     Every blob is verified against its digest; a ``docker save`` archive's images become Docker
     schema2 manifests.  Prints ``NAME DIGEST`` for each image named.  If anything is wrong with
