@@ -210,8 +210,11 @@ class Execution(Protocol):
         """Block until the process exits. :raises UnavailableError: still running after ``timeout``."""
         ...
 
-    def logs(self, id: str, *, namespace: str = "default") -> Iterator[bytes]:
-        """The container's log file in chunks. :raises NotFoundError: it has no log file."""
+    def logs(self, id: str, *, follow: bool = False, namespace: str = "default") -> Iterator[bytes]:
+        """The container's log file in chunks; with ``follow``, until the container has exited.
+
+        :raises NotFoundError: it has no log file.
+        """
         ...
 
     def events(self, *, namespace: str = "default") -> EventStream:

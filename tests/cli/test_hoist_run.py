@@ -32,8 +32,8 @@ def env(tmp_path: Path) -> dict[str, str]:
     return config_env(config)
 
 
-def hoist(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return run_hoist(env, *args, timeout=timeout)
+def hoist(env: dict[str, str], *args: str, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return run_hoist(env, *args, timeout=timeout, input=input)
 
 
 @pytest.fixture
@@ -191,17 +191,60 @@ def test_the_docs_example_prints_what_the_page_says(registry, env, cleanup) -> N
             steps.append((line[2:], []))
         else:
             steps[-1][1].append(line)
-    cleanup.extend(["hello", "web", "greet", "fails"])
+    cleanup.extend(["hello", "web", "greet", "fails", "swap"])
     last = 0
-    for command, expected in steps:
+    for step, (command, expected) in enumerate(steps):
         if command == "echo $?":
             assert [str(last)] == expected
             continue
-        argv = shlex.split(command.replace("127.0.0.1:5000", registry.host))
+        command = command.replace("127.0.0.1:5000", registry.host)
+        feed = None
+        if " | hoist " in command:  # `printf '…' | hoist …`: the shell makes the input, hoist runs as usual
+            producer, command = command.split(" | ", 1)
+            feed = subprocess.run(producer, shell=True, capture_output=True, text=True, check=True).stdout
+        argv = shlex.split(command)
         assert argv[0] == "hoist"
-        r = hoist(env, *argv[1:])
+        r = hoist(env, *argv[1:], input=feed)
         last = r.returncode
         if last != 0:
-            nxt = steps[steps.index((command, expected)) + 1][0]
+            nxt = steps[step + 1][0]
             assert nxt == "echo $?", f"{command}: exit {last}: {r.stderr}"
         assert r.stdout.splitlines() == expected, f"{command}: {r.stderr}"
+
+
+@pytest.mark.parametrize("mode", ["in-process", "hoistd"])
+def test_interactive_run_feeds_our_stdin_to_the_container(registry, env, request, mode) -> None:
+    ref = registry.ref("test/busybox:1")
+    if mode == "hoistd":
+        env = dict(env, HOIST_ADDRESS=str(request.getfixturevalue("hoistd").address))
+    data = "".join(f"line {i}\n" for i in range(20000))  # 208 kB: more than a pipe holds
+    r = hoist(env, "run", "--rm", "-i", "--plain-http", "--progress", "none", ref, "cat1", "sh", "-c",
+              "wc -l; echo done", input=data)
+    assert (r.returncode, r.stdout.split(), r.stderr) == (0, ["20000", "done"], "")
+    # without -i the container's stdin is empty, whatever ours holds
+    r = hoist(env, "run", "--rm", ref, "cat2", "wc", "-c", input=data)
+    assert (r.returncode, r.stdout.strip()) == (0, "0"), r.stderr
+    r = hoist(env, "run", "-i", "-d", ref, "cat3", "cat")
+    assert (r.returncode, r.stderr) == (1, "hoist: --interactive and --detach cannot be used together\n")
+
+
+@pytest.mark.parametrize("mode", ["in-process", "hoistd"])
+def test_logs_follow_streams_until_the_container_exits(registry, env, request, cleanup, mode) -> None:
+    ref = registry.ref("test/busybox:1")
+    if mode == "hoistd":
+        env = dict(env, HOIST_ADDRESS=str(request.getfixturevalue("hoistd").address))
+    r = hoist(env, "run", "-d", "--plain-http", "--progress", "none", ref, "ticker", "sh", "-c",
+              "for i in 1 2 3 4 5; do echo tick $i; sleep 0.3; done; echo bye >&2; exit 4")
+    cleanup.append("ticker")
+    assert (r.returncode, r.stdout) == (0, "ticker\n"), r.stderr
+    proc = subprocess.Popen([HOIST, "containers", "logs", "-f", "ticker"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # arrives while the container is still running
+    assert first == "tick 1\n"
+    assert json.loads(hoist(env, "containers", "get", "ticker").stdout)["status"] == "running"
+    rest, err = proc.stdout.read(), proc.stderr.read()  # (communicate() would skip what readline buffered)
+    proc.wait(60)
+    assert (proc.returncode, first + rest, err) == (0, "tick 1\ntick 2\ntick 3\ntick 4\ntick 5\nbye\n", "")
+    # once it has exited, -f prints the whole log and returns at once
+    r = hoist(env, "containers", "logs", "--follow", "ticker")
+    assert (r.returncode, r.stdout) == (0, "tick 1\ntick 2\ntick 3\ntick 4\ntick 5\nbye\n")

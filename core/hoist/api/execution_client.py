@@ -85,13 +85,15 @@ class RemoteExecution:
         resp = call(self._stub.Wait, pb.WaitRequest(id=id, timeout=timeout or 0.0), metadata=_md(namespace))
         return conv.exit_from_pb(resp)
 
-    def logs(self, id: str, *, namespace: str = "default") -> Iterator[bytes]:
-        stream = self._stub.Logs(pb.LogsRequest(id=id), metadata=_md(namespace))
+    def logs(self, id: str, *, follow: bool = False, namespace: str = "default") -> Iterator[bytes]:
+        stream = self._stub.Logs(pb.LogsRequest(id=id, follow=follow), metadata=_md(namespace))
         try:
             for chunk in stream:
                 yield chunk.data
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
+        finally:
+            stream.cancel()  # a reader that stops early (Ctrl-C on a followed log) ends the call
 
     def events(self, *, namespace: str = "default") -> RemoteEventStream:
         """Events from now on: returns once the daemon has subscribed (it sends its headers then)."""

@@ -107,18 +107,60 @@ class _Relay:
         self._thread.join(timeout)
 
 
+class _StdinRelay:
+    """Copies our stdin into a FIFO the container reads as its stdin; our EOF becomes the container's EOF."""
+
+    def __init__(self, path: Path, src: BinaryIO) -> None:
+        os.mkfifo(path, 0o600)
+        self.path = path
+        self._src = src
+        self._thread = threading.Thread(target=self._copy, name="hoist-relay-stdin", daemon=True)
+        self._thread.start()
+
+    def _copy(self) -> None:
+        try:
+            # Blocks until the container opens its end: bytes written to a FIFO nobody has open are lost.
+            wfd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            while data := self._src.read1(_CHUNK) if hasattr(self._src, "read1") else self._src.read(_CHUNK):
+                os.write(wfd, data)
+        except (OSError, ValueError):  # the container went away, or our stdin was closed
+            pass
+        finally:
+            os.close(wfd)  # the container reads end-of-file
+
+    def finish(self, timeout: float = 10.0) -> None:
+        """Release a copier still waiting for a container that never opened its stdin.
+
+        A copier blocked reading our stdin is left to end with the process.
+        """
+        if self._thread.is_alive():
+            try:
+                os.close(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            except OSError:
+                pass
+
+
 @contextlib.contextmanager
-def _relays(attach: bool) -> Iterator[tuple[str, str, list[_Relay]]]:
+def _relays(attach: bool, interactive: bool = False) -> Iterator[tuple[str, str, str, list[Any]]]:
     if not attach:
-        yield "", "", []
+        yield "", "", "", []
         return
     with tempfile.TemporaryDirectory(prefix="hoist-run-") as tmp:
         out = _Relay(Path(tmp) / "stdout", sys.stdout.buffer)
         err = _Relay(Path(tmp) / "stderr", sys.stderr.buffer)
+        relays: list[Any] = [out, err]
+        stdin = ""
+        if interactive:
+            inp = _StdinRelay(Path(tmp) / "stdin", sys.stdin.buffer)
+            relays.append(inp)
+            stdin = str(inp.path)
         try:
-            yield str(out.path), str(err.path), [out, err]
+            yield stdin, str(out.path), str(err.path), relays
         finally:
-            for r in (out, err):
+            for r in relays:
                 r.finish(timeout=1.0)
 
 
@@ -201,6 +243,7 @@ def _wait_interruptibly(exe: Execution, id: str, namespace: str) -> Any:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--rm", "remove", is_flag=True, help="Delete the container when it exits.")
 @click.option("--detach", "-d", is_flag=True, help="Start it and print its id; output goes to its log (hoist containers logs).")
+@click.option("--interactive", "-i", is_flag=True, help="Copy our stdin to the container's (it reads EOF when ours ends).")
 @click.option("--env", "-e", "env", multiple=True, metavar="KEY=VALUE", help="Set an environment variable (repeatable).")
 @click.option("--cwd", "-w", default="", metavar="DIR", help="Working directory (absolute) [default: the image's].")
 @click.option("--user", default="", metavar="USER[:GROUP]", help="User (name or uid, from the image's /etc/passwd) [default: the image's].")
@@ -216,31 +259,34 @@ def _wait_interruptibly(exe: Execution, id: str, namespace: str) -> Any:
 @click.option("--progress", "progress_mode", type=click.Choice(["auto", "tty", "plain", "none"]), default="auto",
               show_default=True, help="Pull progress on stderr.")
 @click.pass_context
-def run(ctx: click.Context, image: str, id: str, args: tuple[str, ...], remove: bool, detach: bool, env: tuple[str, ...],
+def run(ctx: click.Context, image: str, id: str, args: tuple[str, ...], remove: bool, detach: bool, interactive: bool,
+        env: tuple[str, ...],
         cwd: str, user: str, hostname: str, network: str, readonly: bool, no_new_privileges: bool,
         entrypoint: str | None, labels: tuple[str, ...], snapshotter: str, resolver_options: ResolverOptions,
         progress_mode: str) -> None:
     """Run container ID from IMAGE, pulling the image first when it is not here.
 
     ARGS replace the image's command.  Without --detach the container's stdout and stderr are
-    copied to ours, signals we get are passed on, and hoist exits with the container's exit status
+    copied to ours (and with -i our stdin to its), signals we get are passed on, and hoist exits with the container's exit status
     (128+N when signal N killed it).
     """
     from hoist.cli.dist_images import _labels
 
     if remove and detach:
         raise InvalidArgumentError("--rm and --detach cannot be used together")
+    if interactive and detach:
+        raise InvalidArgumentError("--interactive and --detach cannot be used together")
     g = ctx.obj
     with g.client() as c:
         exe = execution(c)
         ns = c.namespace
         name = _pull(c, image, resolver_options, progress_mode)
-        with _relays(not detach) as (stdout, stderr, relays):
+        with _relays(not detach, interactive) as (stdin, stdout, stderr, relays):
             opts = CreateOptions(
                 image=name, snapshotter=snapshotter, args=list(args) if args else None,
                 entrypoint=[entrypoint] if entrypoint is not None else None, env=env, cwd=cwd, user=user,
                 hostname=hostname, network=network, readonly=readonly, no_new_privileges=no_new_privileges,
-                stdout=stdout, stderr=stderr, labels=_labels(labels),
+                stdin=stdin, stdout=stdout, stderr=stderr, labels=_labels(labels),
             )  # fmt: skip
             exe.create(id, opts, namespace=ns)
             if detach:
@@ -355,13 +401,16 @@ def containers_wait(g: Any, id: str, timeout: float | None) -> None:
 
 @containers.command("logs")
 @click.argument("id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing what the container writes until it exits.")
 @click.pass_obj
-def containers_logs(g: Any, id: str) -> None:
+def containers_logs(g: Any, id: str, follow: bool) -> None:
     """Print the log (stdout and stderr) of container ID, made with hoist run --detach."""
     out = sys.stdout.buffer
     with g.client() as c:
-        for data in execution(c).logs(id, namespace=c.namespace):
+        for data in execution(c).logs(id, follow=follow, namespace=c.namespace):
             out.write(data)
+            if follow:
+                out.flush()
     out.flush()
 
 

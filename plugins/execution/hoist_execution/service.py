@@ -40,6 +40,7 @@ SNAPSHOTTER_TYPE = "hoist.snapshotter.v1"
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})?")
 _WAIT_SLICE = 0.5
 _LOG_CHUNK = 1 << 20
+_FOLLOW_POLL = 0.1  # seconds between reads of a followed log that has no new data
 
 
 def _identifier_or_empty(_inst: object, attribute: attrs.Attribute, value: str) -> None:
@@ -450,8 +451,13 @@ class ExecutionService:
                                          exit_status=c.exit_status))  # fmt: skip
         return c
 
-    def logs(self, id: str, *, namespace: str = "default") -> Iterator[bytes]:
+    def logs(self, id: str, *, follow: bool = False, namespace: str = "default",
+             active: Callable[[], bool] | None = None) -> Iterator[bytes]:
         """The container's log file in chunks of up to 1 MiB.
+
+        With ``follow``, keeps reading what the container writes until it has exited (and its log is
+        drained), as ``tail -f`` would; ``active`` (when given) is asked between polls whether the
+        reader still wants more.
 
         :raises NotFoundError: the container has no log file (it was given stdout or stderr paths).
         """
@@ -463,10 +469,24 @@ class ExecutionService:
         except FileNotFoundError:
             return iter(())
 
+        def running() -> bool:
+            try:
+                return self._refresh(self._store(namespace).get(id)).status is not Status.STOPPED
+            except NotFoundError:
+                return False
+
         def chunks() -> Iterator[bytes]:
             try:
-                while data := os.read(fd, _LOG_CHUNK):
-                    yield data
+                while True:
+                    while data := os.read(fd, _LOG_CHUNK):
+                        yield data
+                    if not follow or self._closed.is_set() or (active is not None and not active()):
+                        return
+                    if not running():  # exited: what it wrote before exiting is read by one more pass
+                        while data := os.read(fd, _LOG_CHUNK):
+                            yield data
+                        return
+                    self._closed.wait(_FOLLOW_POLL)
             finally:
                 os.close(fd)
 

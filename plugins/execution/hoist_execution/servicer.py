@@ -52,7 +52,8 @@ class ExecutionServicer(pb_grpc.ExecutionServicer):
         return conv.exit_to_pb(ex)
 
     def Logs(self, request: pb.LogsRequest, context: grpc.ServicerContext) -> Iterator[pb.LogChunk]:
-        for data in self._svc.logs(request.id, namespace=namespace_of(context)):
+        for data in self._svc.logs(request.id, follow=request.follow, namespace=namespace_of(context),
+                                   active=context.is_active):
             yield pb.LogChunk(data=data)
 
     def Events(self, request: pb.EventsRequest, context: grpc.ServicerContext) -> Iterator[pb.Event]:
