@@ -41,13 +41,14 @@ from hoist.errors import (
 )
 
 try:
-    from isal import igzip as _igzip
+    from isal import isal_zlib as _isal_zlib
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
-    _igzip = None
+    _isal_zlib = None
 
 log = logging.getLogger("hoist.archive")
 
 CHUNK = 1 << 20
+_GZIP_READ = 256 << 10  # compressed bytes per read: about 1 MiB of output for a typical layer
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 _MAX_META = 1 << 20  # PAX and GNU long-name records are held in memory: bound them
@@ -62,6 +63,7 @@ WHITEOUT_META_PREFIX = b".wh..wh."
 WHITEOUT_OPAQUE = b".wh..wh..opq"
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _IS_ROOT = os.geteuid() == 0
 
 
@@ -126,37 +128,73 @@ class _Prefixed:
         return True
 
 
-class _ZlibGzip:
-    """Multi-member gzip decompression through zlib (used when isal is missing)."""
+def _gzip_header_size(buf: bytes) -> int | None:
+    """The length of the gzip member header ``buf`` starts with; ``None`` while ``buf`` ends inside it."""
+    if len(buf) < 10:
+        return None
+    flags, pos = buf[3], 10
+    if flags & 0x04:  # FEXTRA
+        if len(buf) < pos + 2:
+            return None
+        pos += 2 + int.from_bytes(buf[pos : pos + 2], "little")
+    for bit in (0x08, 0x10):  # FNAME, FCOMMENT: NUL-terminated
+        if flags & bit:
+            end = buf.find(b"\0", pos)
+            if end < 0:
+                return None
+            pos = end + 1
+    if flags & 0x02:  # FHCRC
+        pos += 2
+    return pos if len(buf) >= pos else None
+
+
+class _GzipReader:
+    """Multi-member gzip decompression through ``isal_zlib`` (zlib when isal is missing).
+
+    One ``read`` is one raw read at most and one call into the decompressor, which releases the GIL:
+    few hand-overs when a helper thread decompresses while the applier runs Python code.  Trailer
+    checks (CRC-32, length) are the decompressor's; zero bytes after a member are padding.  Each
+    member's header reaches the decompressor in one piece (isal rejects a header CRC split across calls).
+    """
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
-        self._d = zlib.decompressobj(wbits=31)
+        self._zlib = _isal_zlib if _isal_zlib is not None else zlib
+        self._d = self._zlib.decompressobj(wbits=31)
+        self._pending = b""  # compressed bytes read and not yet given to the decompressor
+        self._started = False  # the current member has seen input
         self._eof = False
 
     def read(self, n: int = CHUNK) -> bytes:
+        if n is None or n < 0:
+            n = CHUNK
         while not self._eof:
             if self._d.unconsumed_tail:
-                out = self._d.decompress(self._d.unconsumed_tail, n)
+                data = self._d.unconsumed_tail
+            elif self._pending:
+                data, self._pending = self._pending, b""
             else:
-                data = self._raw.read(CHUNK)
+                data = self._raw.read(_GZIP_READ)
                 if not data:
-                    if not self._d.eof:
+                    if self._started:
                         raise EOFError("compressed stream ended before the end-of-stream marker")
                     self._eof = True
                     return b""
-                out = self._d.decompress(data, n)
+            if not self._started:
+                data = data.lstrip(b"\0")  # padding after the previous member
+                if not data:
+                    continue
+                while _gzip_header_size(data) is None and len(data) < _MAX_META:
+                    more = self._raw.read(_GZIP_READ)
+                    if not more:
+                        break  # the decompressor tells what is wrong
+                    data += more
+                self._started = True
+            out = self._d.decompress(data, n)
             if self._d.eof:
-                rest = self._d.unused_data
-                self._d = zlib.decompressobj(wbits=31)
-                if rest:
-                    self._raw = _Prefixed(rest, self._raw)
-                elif not out:
-                    peek = self._raw.read(CHUNK)
-                    if not peek:
-                        self._eof = True
-                        return b""
-                    self._raw = _Prefixed(peek, self._raw)
+                self._pending = self._d.unused_data
+                self._d = self._zlib.decompressobj(wbits=31)
+                self._started = False
             if out:
                 return out
         return b""
@@ -182,9 +220,7 @@ def decompressed(raw: BinaryIO, media_type: str = "") -> tuple[BinaryIO, Compres
         raise InvalidArgumentError(f"layer media type {media_type} says {declared.value}, the data is {found.value}")
     stream: BinaryIO = _Prefixed(head, raw)  # type: ignore[assignment]
     if found is Compression.GZIP:
-        if _igzip is not None:
-            return _igzip.IGzipFile(fileobj=stream, mode="rb"), found  # type: ignore[return-value]
-        return _ZlibGzip(stream), found  # type: ignore[return-value]
+        return _GzipReader(stream), found  # type: ignore[return-value]
     if found is Compression.ZSTD:
         import zstandard
 
@@ -275,6 +311,11 @@ class _TarStream:
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes; fewer only at the end of the stream."""
+        end = self._pos + n
+        if end <= len(self._buf):
+            out = self._buf[self._pos : end].tobytes()
+            self._pos = end
+            return out
         parts = []
         while n:
             if self._pos >= len(self._buf) and not self._fill():
@@ -372,12 +413,17 @@ def _number(field: bytes, what: str) -> int:
         raise InvalidArgumentError(f"tar header: invalid {what} {text[:20]!r}") from None
 
 
+def _byte_sum(data: bytes) -> int:
+    # Adler-32's low half is 1 + the byte sum modulo 65521: exact for 256 bytes (at most 65280), and done in C.
+    return (zlib.adler32(data[:256]) & 0xFFFF) + (zlib.adler32(data[256:]) & 0xFFFF) - 2
+
+
 def _checksum_ok(block: bytes) -> bool:
     try:
         stored = _number(block[148:156], "checksum")
     except InvalidArgumentError:
         return False
-    unsigned = sum(block) - sum(block[148:156]) + 8 * 32
+    unsigned = _byte_sum(block) - sum(block[148:156]) + 8 * 32
     if stored == unsigned:
         return True
     signed = sum((b - 256 if b > 127 else b) for b in block[:148] + block[156:]) + 8 * 32
@@ -385,12 +431,12 @@ def _checksum_ok(block: bytes) -> bool:
 
 
 def _pax_time_ns(value: bytes) -> int:
-    text = value.decode("ascii", "replace").strip()
-    neg = text.startswith("-")
-    whole, _, frac = text.lstrip("-").partition(".")
+    text = value.strip()
+    neg = text.startswith(b"-")
+    whole, _, frac = (text[1:] if neg else text).partition(b".")
     if not whole.isdigit() or (frac and not frac.isdigit()):
-        raise InvalidArgumentError(f"PAX header: invalid time {text[:40]!r}")
-    ns = int(whole) * 1_000_000_000 + int((frac + "000000000")[:9] or 0)
+        raise InvalidArgumentError(f"PAX header: invalid time {text[:40].decode('ascii', 'replace')!r}")
+    ns = int(whole) * 1_000_000_000 + int((frac + b"000000000")[:9])
     return -ns if neg else ns
 
 
@@ -425,7 +471,12 @@ class _TarReader:
         self.s = stream
         self.layer = layer
         self._global: dict[bytes, bytes] = {}
-        self._last = "(start of archive)"
+        self._last_entry: Entry | None = None
+
+    @property
+    def _last(self) -> str:
+        """The previous entry's name, for errors about what follows it."""
+        return self._last_entry.shown if self._last_entry is not None else "(start of archive)"
 
     def fail(self, reason: str, cls: type[HoistError] = InvalidArgumentError) -> HoistError:
         return cls(f"layer {self.layer}: {reason}")
@@ -487,9 +538,9 @@ class _TarReader:
             if typ == GNU_LONGLINK:
                 longlink = self._meta(size, "GNU long link name").split(b"\0", 1)[0]
                 continue
-            entry = self._entry(block, typ, size, {**self._global, **pax}, longname, longlink)
+            entry = self._entry(block, typ, size, {**self._global, **pax} if self._global else pax, longname, longlink)
             pax, longname, longlink = {}, None, None
-            self._last = entry.shown
+            self._last_entry = entry
             yield entry
 
     def _entry(self, block: bytes, typ: bytes, size: int, pax: dict[bytes, bytes],
@@ -620,7 +671,13 @@ def _proc(fd: int, name: bytes | None = None) -> bytes:
 
 
 class _Applier:
-    """Writes entries under one root directory; holds the root's descriptor for the whole layer."""
+    """Writes entries under one root directory; holds the root's descriptor for the whole layer.
+
+    Resolved directories are cached by their archive path (entries of one directory come together),
+    so a typical entry costs its own system calls only: no lookup from the root, no ``stat`` before
+    creating (an existing name shows up as ``EEXIST`` and is replaced then).  A cached descriptor is
+    lent to the entry being applied; one dropped from the cache meanwhile is closed after that entry.
+    """
 
     def __init__(self, root: Path, mode: WhiteoutMode, parents: Sequence[Path], layer: str) -> None:
         self.layer = layer
@@ -637,43 +694,55 @@ class _Applier:
         self.dir_times: dict[tuple[bytes, ...], tuple[int, int]] = {}
         self.touched: dict[tuple[bytes, ...], tuple[int, int]] = {}
         self._xattr_warned = False
-        # Resolved parent directories, by the archive's path: entries of one directory come together.
-        self._dirs: collections.OrderedDict[tuple[bytes, ...], tuple[int, list[bytes]]] = collections.OrderedDict()
+        self._dirs: collections.OrderedDict[tuple[bytes, ...], tuple[int, tuple[bytes, ...]]] = collections.OrderedDict()
+        self._retired: list[int] = []
 
     def close(self) -> None:
         self.forget_dirs()
+        self.release()
         for fd in [self.root_fd, *self.parent_fds]:
             os.close(fd)
         self.parent_fds = []
 
     def forget_dirs(self) -> None:
         """Drop the resolved-directory cache (after anything that could change how a path resolves)."""
-        for fd, _ in self._dirs.values():
-            os.close(fd)
+        self._retired.extend(fd for fd, _ in self._dirs.values())
         self._dirs.clear()
+
+    def release(self) -> None:
+        """Close the descriptors dropped from the cache while an entry may still have been using them."""
+        retired, self._retired = self._retired, []
+        for fd in retired:
+            os.close(fd)
 
     def fail(self, entry: Entry, reason: str, cls: type[HoistError] = InvalidArgumentError) -> HoistError:
         return cls(f"layer {self.layer}: entry {entry.shown!r}: {reason}")
 
     # -- path walking --
 
-    def walk(self, comps: Sequence[bytes], entry: Entry, *, create: bool) -> tuple[int, list[bytes]]:
+    def walk(self, comps: Sequence[bytes], entry: Entry, *, create: bool) -> tuple[int, tuple[bytes, ...]]:
         """Open the directory ``comps`` names under the root, resolving symlinks inside the root.
 
-        Returns a new descriptor and the real path components; missing directories are made when
-        ``create`` (else ``NotFoundError``).
+        Returns a descriptor (lent: valid until :meth:`release`; do not close it) and the real path
+        components; missing directories are made when ``create`` (else ``NotFoundError``).
         """
         key = tuple(comps)
         hit = self._dirs.get(key)
         if hit is not None:
             self._dirs.move_to_end(key)
-            return os.dup(hit[0]), list(hit[1])
+            return hit
         fd, names = self._walk(comps, entry, create=create)
-        self._dirs[key] = (os.dup(fd), list(names))
+        rel = tuple(names)
+        self._remember(key, fd, rel)
+        return fd, rel
+
+    def _remember(self, key: tuple[bytes, ...], fd: int, rel: tuple[bytes, ...]) -> None:
+        old = self._dirs.pop(key, None)
+        if old is not None:
+            self._retired.append(old[0])
+        self._dirs[key] = (fd, rel)
         if len(self._dirs) > _DIR_CACHE:
-            old, _ = self._dirs.popitem(last=False)[1]
-            os.close(old)
-        return fd, names
+            self._retired.append(self._dirs.popitem(last=False)[1][0])
 
     def _walk(self, comps: Sequence[bytes], entry: Entry, *, create: bool) -> tuple[int, list[bytes]]:
         stack = [self.root_fd]
@@ -722,16 +791,15 @@ class _Applier:
             for fd in stack[1:]:
                 os.close(fd)
 
-    def note(self, dirfd: int, names: Sequence[bytes]) -> None:
+    def note(self, dirfd: int, names: tuple[bytes, ...]) -> None:
         """Remember a directory's times before this layer first changes its contents, to restore them at the end."""
-        key = tuple(names)
-        if key not in self.touched:
+        if names not in self.touched and names not in self.dir_times:
             st = os.fstat(dirfd)
-            self.touched[key] = (st.st_atime_ns, st.st_mtime_ns)
+            self.touched[names] = (st.st_atime_ns, st.st_mtime_ns)
 
     def _mkparent(self, dirfd: int, name: bytes, names: list[bytes]) -> None:
         """Create a directory the archive did not list; in an upperdir, copy its metadata from the lowers."""
-        self.note(dirfd, names)
+        self.note(dirfd, tuple(names))
         mode, uid, gid = 0o755, 0, 0
         found = self._lower_dir(names + [name]) if self.parent_fds else None
         if found is not None:
@@ -769,43 +837,53 @@ class _Applier:
 
     def apply(self, entry: Entry, data: _TarStream, reader: _TarReader) -> None:
         try:
+            self._apply(entry, data, reader)
+        finally:
+            if self._retired:
+                self.release()
+
+    def _apply(self, entry: Entry, data: _TarStream, reader: _TarReader) -> None:
+        try:
             comps = clean_name(entry.name)
         except InvalidArgumentError as e:
             raise self.fail(entry, str(e)) from None
         if not comps:
             if entry.type != DIRTYPE:
                 raise self.fail(entry, "only a directory may name the root")
-            self._dir_meta(os.dup(self.root_fd), entry, ())
+            fd = os.dup(self.root_fd)
+            try:
+                self._owner_mode_xattrs(fd, entry)
+            finally:
+                os.close(fd)
+            self._dir_time((), entry)
             return
         base = comps[-1]
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(entry, comps)
             return
         dirfd, parent = self.walk(comps[:-1], entry, create=True)
-        try:
-            self.note(dirfd, parent)
-            rel = (*parent, base)
+        self.note(dirfd, parent)
+        rel = (*parent, base)
+        if self.mode is WhiteoutMode.DELETE:
             self.written.add(b"/".join(rel))
-            typ = entry.type
-            if typ == DIRTYPE:
-                self._directory(dirfd, base, entry, rel)
-            elif typ in (REGTYPE, AREGTYPE, CONTTYPE):
-                self._regular(dirfd, base, entry, data, reader)
-                return
-            elif typ == SYMTYPE:
-                self._symlink(dirfd, base, entry)
-            elif typ == LNKTYPE:
-                self._hardlink(dirfd, base, entry)
-            elif typ in (CHRTYPE, BLKTYPE, FIFOTYPE):
-                self._node(dirfd, base, entry)
-            else:
-                raise self.fail(entry, f"unsupported tar entry type {typ!r}", UnsupportedError)
-            if entry.size:
-                if data.skip(entry.size) < entry.size:
-                    raise self.fail(entry, "unexpected end of archive")
-                reader.skip_padding(entry.size)
-        finally:
-            os.close(dirfd)
+        typ = entry.type
+        if typ in (REGTYPE, AREGTYPE, CONTTYPE):
+            self._regular(dirfd, base, entry, data, reader)
+            return
+        if typ == DIRTYPE:
+            self._directory(dirfd, base, entry, comps, rel)
+        elif typ == SYMTYPE:
+            self._symlink(dirfd, base, entry)
+        elif typ == LNKTYPE:
+            self._hardlink(dirfd, base, entry)
+        elif typ in (CHRTYPE, BLKTYPE, FIFOTYPE):
+            self._node(dirfd, base, entry)
+        else:
+            raise self.fail(entry, f"unsupported tar entry type {typ!r}", UnsupportedError)
+        if entry.size:
+            if data.skip(entry.size) < entry.size:
+                raise self.fail(entry, "unexpected end of archive")
+            reader.skip_padding(entry.size)
 
     def _existing(self, dirfd: int, base: bytes) -> os.stat_result | None:
         try:
@@ -823,18 +901,20 @@ class _Applier:
         else:
             os.unlink(base, dir_fd=dirfd)
 
-    def _directory(self, dirfd: int, base: bytes, entry: Entry, rel: tuple[bytes, ...]) -> None:
-        st = self._existing(dirfd, base)
-        if st is None or not stat.S_ISDIR(st.st_mode):
-            self._remove(dirfd, base, st)
-            os.mkdir(base, 0o700, dir_fd=dirfd)
-        self._dir_meta(os.open(base, _O_DIR, dir_fd=dirfd), entry, rel)
-
-    def _dir_meta(self, fd: int, entry: Entry, rel: tuple[bytes, ...]) -> None:
+    def _directory(self, dirfd: int, base: bytes, entry: Entry, comps: list[bytes], rel: tuple[bytes, ...]) -> None:
         try:
-            self._owner_mode_xattrs(fd, entry)
-        finally:
-            os.close(fd)
+            os.mkdir(base, 0o700, dir_fd=dirfd)
+        except FileExistsError:
+            st = self._existing(dirfd, base)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                self._remove(dirfd, base, st)
+                os.mkdir(base, 0o700, dir_fd=dirfd)
+        fd = os.open(base, _O_DIR, dir_fd=dirfd)
+        self._remember(tuple(comps), fd, rel)  # the entries that follow are likely inside it
+        self._owner_mode_xattrs(fd, entry)
+        self._dir_time(rel, entry)
+
+    def _dir_time(self, rel: tuple[bytes, ...], entry: Entry) -> None:
         self.dir_times[rel] = (entry.atime_ns if entry.atime_ns is not None else entry.mtime_ns, entry.mtime_ns)
 
     def _owner_mode_xattrs(self, fd: int, entry: Entry) -> None:
@@ -856,8 +936,11 @@ class _Applier:
             raise self.fail(entry, f"xattr {key}: {e.strerror}") from e
 
     def _regular(self, dirfd: int, base: bytes, entry: Entry, data: _TarStream, reader: _TarReader) -> None:
-        self._remove(dirfd, base, self._existing(dirfd, base))
-        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
+        try:
+            fd = os.open(base, _O_NEW, 0o600, dir_fd=dirfd)
+        except FileExistsError:
+            self._remove(dirfd, base, self._existing(dirfd, base))
+            fd = os.open(base, _O_NEW, 0o600, dir_fd=dirfd)
         try:
             if entry.size and data.copy_to(fd, entry.size) < entry.size:
                 raise self.fail(entry, f"unexpected end of archive (declared size {entry.size})")
@@ -870,8 +953,11 @@ class _Applier:
     def _symlink(self, dirfd: int, base: bytes, entry: Entry) -> None:
         if not entry.linkname:
             raise self.fail(entry, "symlink with an empty target")
-        self._remove(dirfd, base, self._existing(dirfd, base))
-        os.symlink(entry.linkname, base, dir_fd=dirfd)
+        try:
+            os.symlink(entry.linkname, base, dir_fd=dirfd)
+        except FileExistsError:
+            self._remove(dirfd, base, self._existing(dirfd, base))
+            os.symlink(entry.linkname, base, dir_fd=dirfd)
         if _IS_ROOT:
             os.chown(base, entry.uid, entry.gid, dir_fd=dirfd, follow_symlinks=False)
         for key, value in entry.xattrs:
@@ -889,19 +975,16 @@ class _Applier:
             tfd, _ = self.walk(target[:-1], entry, create=False)
         except NotFoundError:
             raise self.fail(entry, f"hardlink target {os.fsdecode(entry.linkname)!r} does not exist in the layer", NotFoundError) from None
-        try:
-            tst = self._existing(tfd, target[-1])
-            if tst is None:
-                raise self.fail(entry, f"hardlink target {os.fsdecode(entry.linkname)!r} does not exist in the layer", NotFoundError)
-            if stat.S_ISDIR(tst.st_mode):
-                raise self.fail(entry, f"hardlink target {os.fsdecode(entry.linkname)!r} is a directory")
-            st = self._existing(dirfd, base)
-            if st is not None and (st.st_dev, st.st_ino) == (tst.st_dev, tst.st_ino):
-                return
-            self._remove(dirfd, base, st)
-            os.link(target[-1], base, src_dir_fd=tfd, dst_dir_fd=dirfd, follow_symlinks=False)
-        finally:
-            os.close(tfd)
+        tst = self._existing(tfd, target[-1])
+        if tst is None:
+            raise self.fail(entry, f"hardlink target {os.fsdecode(entry.linkname)!r} does not exist in the layer", NotFoundError)
+        if stat.S_ISDIR(tst.st_mode):
+            raise self.fail(entry, f"hardlink target {os.fsdecode(entry.linkname)!r} is a directory")
+        st = self._existing(dirfd, base)
+        if st is not None and (st.st_dev, st.st_ino) == (tst.st_dev, tst.st_ino):
+            return
+        self._remove(dirfd, base, st)
+        os.link(target[-1], base, src_dir_fd=tfd, dst_dir_fd=dirfd, follow_symlinks=False)
 
     def _node(self, dirfd: int, base: bytes, entry: Entry) -> None:
         self._remove(dirfd, base, self._existing(dirfd, base))
@@ -941,22 +1024,16 @@ class _Applier:
             dirfd, parent = self.walk(comps[:-1], entry, create=overlay)
         except NotFoundError:
             return  # nothing below to delete
-        try:
-            self.note(dirfd, parent)
-            if base == WHITEOUT_OPAQUE:
-                if overlay:
-                    self._setxattr(dirfd, "trusted.overlay.opaque", b"y", entry)
-                else:
-                    self._opaque(dirfd, b"/".join(parent))
-                return
-            st = self._existing(dirfd, victim)
+        self.note(dirfd, parent)
+        if base == WHITEOUT_OPAQUE:
             if overlay:
-                self._remove(dirfd, victim, st)
-                os.mknod(victim, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=dirfd)
+                self._setxattr(dirfd, "trusted.overlay.opaque", b"y", entry)
             else:
-                self._remove(dirfd, victim, st)
-        finally:
-            os.close(dirfd)
+                self._opaque(dirfd, b"/".join(parent))
+            return
+        self._remove(dirfd, victim, self._existing(dirfd, victim))
+        if overlay:
+            os.mknod(victim, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=dirfd)
 
     def _opaque(self, dirfd: int, rel: bytes) -> None:
         """Delete what lower layers left in a directory, keeping what this layer wrote."""
@@ -979,25 +1056,52 @@ class _Applier:
                 os.unlink(name, dir_fd=dirfd)
 
     def finish(self) -> None:
-        """Set directory times last, deepest first, now that nothing more is written into them.
+        """Set directory times last, now that nothing more is written into them.
 
         Directories the layer lists get the archive's times; directories it only changed get their
-        times back (a whiteout does not make its parent directory look modified).
+        times back (a whiteout does not make its parent directory look modified).  The directories
+        are visited in path order, each opened once (``O_NOFOLLOW``) from its already open parent.
         """
+        self.forget_dirs()
+        self.release()
         times = {**self.touched, **self.dir_times}
-        for rel in sorted(times, key=len, reverse=True):
-            atime, mtime = times[rel]
-            fd = os.dup(self.root_fd)
+        root = times.pop((), None)
+        stack: list[tuple[tuple[bytes, ...], int | None]] = [((), self.root_fd)]  # (path, fd or None if unopenable)
+
+        def pop() -> None:
+            rel, fd = stack.pop()
+            if fd is None:
+                return
             try:
-                for c in rel:
-                    nfd = os.open(c, _O_DIR, dir_fd=fd)
-                    os.close(fd)
-                    fd = nfd
-                os.utime(fd, ns=(atime, mtime))
+                if rel in times:
+                    os.utime(fd, ns=times[rel])
             except OSError:
-                continue  # replaced or removed later in the layer
+                pass  # as for a directory that could not be opened: its times are not worth failing the layer
             finally:
                 os.close(fd)
+
+        try:
+            for rel in sorted(times):
+                while stack[-1][0] != rel[: len(stack[-1][0])]:
+                    pop()
+                while len(stack[-1][0]) < len(rel):
+                    path, fd = stack[-1]
+                    c = rel[len(path)]
+                    nfd = None
+                    if fd is not None:
+                        try:
+                            nfd = os.open(c, _O_DIR, dir_fd=fd)
+                        except OSError:
+                            pass  # replaced or removed later in the layer
+                    stack.append(((*path, c), nfd))
+        finally:
+            while len(stack) > 1:
+                pop()
+        if root is not None:
+            try:
+                os.utime(self.root_fd, ns=root)
+            except OSError:
+                pass
 
 
 def apply_layer(

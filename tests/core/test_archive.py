@@ -13,11 +13,13 @@ import sys
 import tarfile
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 import zstandard
 
+import hoist.archive
 from hoist.archive import apply_layer, iter_entries
 from hoist.content import Descriptor, Digest, write_blob
 from hoist.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnsupportedError
@@ -421,7 +423,18 @@ def test_same_tree_as_gnu_tar(tmp_path: Path, fmt: str) -> None:
     assert _tree(ours) == _tree(theirs)
 
 
-def test_compressions_give_the_same_diff_id(tmp_path: Path) -> None:
+def _gzip_with_every_header_field(data: bytes) -> bytes:
+    """One gzip member with FEXTRA, FNAME, FCOMMENT and FHCRC set (the header CRC is checked on reading)."""
+    head = b"\x1f\x8b\x08\x1e" + bytes(5) + b"\x03" + (4).to_bytes(2, "little") + b"ab\x00\x00" + b"layer.tar\0" + b"note\0"
+    head += (zlib.crc32(head) & 0xFFFF).to_bytes(2, "little")
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return head + c.compress(data) + c.flush() + zlib.crc32(data).to_bytes(4, "little") + len(data).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize("decompressor", ["isal", "zlib"])
+def test_compressions_give_the_same_diff_id(tmp_path: Path, decompressor: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if decompressor == "zlib":
+        monkeypatch.setattr(hoist.archive, "_isal_zlib", None)
     payload = os.urandom(300_000)
     layer = tar_of(member("a", payload=payload), member("b", "l", "a"))
     want = Digest.from_bytes(layer)
@@ -429,15 +442,34 @@ def test_compressions_give_the_same_diff_id(tmp_path: Path) -> None:
         "none": layer,
         "gzip": gzip.compress(layer),
         "multi-member gzip": gzip.compress(layer[:10240]) + gzip.compress(layer[10240:]),
+        "gzip padded with zeros": gzip.compress(layer) + bytes(700),
+        "gzip with every header field": _gzip_with_every_header_field(layer[:512]) + _gzip_with_every_header_field(layer[512:]),
         "zstd": zstandard.ZstdCompressor().compress(layer),
     }
     for i, (what, blob) in enumerate(variants.items()):
         for threaded in (True, False):
             root = tmp_path / f"{i}-{threaded}"
             root.mkdir()
-            res = apply_layer(root, io.BytesIO(blob), threaded=threaded)
+            res = apply_layer(root, _Trickle(blob), threaded=threaded)
             assert res.diff_id == want, what
             assert (root / "a").read_bytes() == payload and os.readlink(root / "b") == "a"
+
+
+class _Trickle(io.RawIOBase):
+    """A stream whose reads return 7 bytes and 4 KiB in turn, as a slow network would (headers arrive in pieces)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._pos, self._short = data, 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        self._short = not self._short
+        n = min(len(b), 7 if self._short else 4096, len(self._data) - self._pos)
+        b[:n] = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return n
 
 
 def test_diff_id_mismatch_is_an_error(host: Host) -> None:
