@@ -298,6 +298,52 @@ class Store(Provider, Ingester, Manager, IngestManager, Protocol):
     """A complete content store, as a ``hoist.content.v1`` plugin provides."""
 
 
+def updated_labels(digest: Digest, current: Mapping[str, str], given: Mapping[str, str],
+                   fieldpaths: tuple[str, ...]) -> dict[str, str]:
+    """The labels a label update leaves: ``given`` whole (no paths, or ``labels``), else ``current`` with
+    each ``labels.<key>`` path set from ``given`` — removed when missing there or empty.
+
+    :raises InvalidArgumentError: a field path other than ``labels`` or ``labels.<key>``.
+    """
+    for p in fieldpaths:
+        if p != "labels" and not (p.startswith("labels.") and len(p) > len("labels.")):
+            raise InvalidArgumentError(f"content {digest}: cannot update field {p!r} (only labels)")
+    if not fieldpaths or "labels" in fieldpaths:
+        return {k: v for k, v in given.items() if v != ""}
+    labels = dict(current)
+    for p in fieldpaths:
+        key = p[len("labels."):]
+        value = given.get(key, "")
+        if value == "":
+            labels.pop(key, None)
+        else:
+            labels[key] = value
+    return labels
+
+
+def copy_reader_at(provider: Provider, desc: Descriptor, write: Callable[[bytes], object], *,
+                   chunk: int = 1 << 20, progress: Callable[[int], None] | None = None) -> None:
+    """Pass the ``desc.size`` bytes of blob ``desc`` from ``provider`` to ``write``, ``chunk`` at a time.
+
+    ``progress`` gets the running byte count after each chunk.
+
+    :raises FailedPreconditionError: the blob ends before ``desc.size`` bytes.
+    """
+    ra = provider.reader_at(desc)
+    try:
+        offset = 0
+        while offset < desc.size:
+            data = ra.read_at(offset, min(chunk, desc.size - offset))
+            if not data:
+                raise FailedPreconditionError(f"content {desc.digest}: short read at {offset} of {desc.size}")
+            write(data)
+            offset += len(data)
+            if progress is not None:
+                progress(offset)
+    finally:
+        ra.close()
+
+
 def iter_reader(reader: BinaryIO, chunk: int = 1 << 20) -> Iterator[bytes]:
     """Yield ``reader``'s bytes in chunks of ``chunk``."""
     while True:

@@ -22,7 +22,7 @@ from hoist.images.handlers import DEFAULT_CONCURRENCY, MAX_DEPTH, Event, childre
 from hoist.images.image import Image, check
 from hoist.images.platforms import Matcher
 from hoist.progress import ProgressTracker
-from hoist.push import record_sources
+from hoist.push import DISTRIBUTION_SOURCE_PREFIX, record_sources
 
 
 @attrs.frozen(kw_only=True)
@@ -87,17 +87,61 @@ def fetch(
                 close()
 
 
-def _record_source(content: Any, name: str, digests: list[Any]) -> None:
-    """Label the fetched blobs with the repository they came from (containerd's distribution-source label).
-
-    A later push to another repository of the same registry mounts them instead of uploading.
-    """
+def _source(name: str) -> tuple[str, str] | None:
+    """``(registry, repository)`` of a resolved name; ``None`` for another resolver's scheme."""
     try:
         parsed = reference.parse(name.removeprefix("docker://"))
     except InvalidArgumentError:
-        return  # not a registry reference (another resolver's scheme)
-    if parsed.domain:
-        record_sources(content, digests, parsed.domain, parsed.path)
+        return None
+    return (parsed.domain, parsed.path) if parsed.domain and parsed.path else None
+
+
+def _record_source(content: Any, name: str, digests: list[Any]) -> None:
+    """Label the fetched blobs with the repository they came from (containerd's distribution-source label).
+
+    A later push to another repository of the same registry mounts them instead of uploading.  Blobs
+    this fetch committed carry the label from their commit already (see :class:`_LabellingStore`); this
+    adds it to the others (already present, or committed by a concurrent writer).
+    """
+    src = _source(name)
+    if src is not None:
+        record_sources(content, digests, *src)
+
+
+class _LabellingStore:
+    """The content store as the fetch handler sees it: every blob it commits is labelled with its source.
+
+    Labelling at commit saves a second write per blob after the fetch (for a store that keeps labels in
+    a database, a transaction each).
+    """
+
+    def __init__(self, store: Any, labels: Mapping[str, str]) -> None:
+        self._store = store
+        self._labels = dict(labels)
+
+    def writer(self, *args: Any, **kwargs: Any) -> Any:
+        return _LabellingWriter(self._store.writer(*args, **kwargs), self._labels)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class _LabellingWriter:
+    def __init__(self, writer: Any, labels: Mapping[str, str]) -> None:
+        self._w = writer
+        self._labels = labels
+
+    def commit(self, size: int, expected: Any, labels: Mapping[str, str] | None = None) -> None:
+        self._w.commit(size, expected, {**self._labels, **(labels or {})})
+
+    def __enter__(self) -> _LabellingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._w.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._w, name)
 
 
 def _fetch(
@@ -137,7 +181,11 @@ def _fetch(
     follow_foreign = bool(getattr(parts.resolver, "follow_foreign_urls", False))
     # Parallel downloads already overlap network, hashing and disk; a read-ahead thread per download
     # would only add interpreter-lock hand-offs (measured: slower with 4 at once on 2 CPUs).
-    fetch_h = fetch_handler(parts.content, resolved.fetcher, on_event=record, cancel=cancel,
+    src = _source(resolved.name)
+    store = parts.content
+    if src is not None and hasattr(store, "update"):
+        store = _LabellingStore(store, {DISTRIBUTION_SOURCE_PREFIX + src[0]: src[1]})
+    fetch_h = fetch_handler(store, resolved.fetcher, on_event=record, cancel=cancel,
                             skip_non_distributable=not follow_foreign, read_ahead=limit == 1)
     kids_h = children_handler(parts.content, matcher)
 

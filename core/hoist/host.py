@@ -2,16 +2,25 @@
 
 Load order is a contract: topological over ``Registration.requires`` (plugin types), ties broken by
 ``(type, id)``; never install order.  Only enabled plugins are imported.
+
+A host made *on demand* (``PluginHost(cfg, on_demand=True)``, or created inside :func:`plugins_on_demand`)
+loads only the required plugins up front; an enabled plugin of any other type is imported and
+initialised the first time something asks for that type (``get``, ``get_all``, an init context's
+lookups), with the plugins it requires.  Asking for every result (``ordered``) loads the rest.  An
+in-process command so pays only for the plugins it uses; hoistd loads everything at start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import heapq
 import importlib
 import importlib.metadata
 import logging
+import threading
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,31 +60,56 @@ def available_plugins(builtins: Mapping[str, str] | None = None) -> dict[str, li
     return found
 
 
+_ON_DEMAND: contextvars.ContextVar[bool] = contextvars.ContextVar("hoist_plugins_on_demand", default=False)
+
+
+@contextlib.contextmanager
+def plugins_on_demand() -> Iterator[None]:
+    """Make every :class:`PluginHost` created inside the block an on-demand host (unless it says otherwise)."""
+    token = _ON_DEMAND.set(True)
+    try:
+        yield
+    finally:
+        _ON_DEMAND.reset(token)
+
+
+def _of_type(uri: str, type: str) -> bool:
+    return uri.startswith(type + ".")
+
+
 class PluginHost:
     """Loads the plugins a :class:`~hoist.config.Config` enables and owns their instances.
 
     :param config: the decoded configuration (root/state dirs, enabled and required plugins, tables).
     :param builtins: URI → module map of core plugins (default :data:`hoist.builtins.BUILTINS`).
+    :param on_demand: load only the required plugins in :meth:`load` and the others on first use (default:
+        whether the host is created inside :func:`plugins_on_demand`).
     """
 
-    def __init__(self, config: Config, *, builtins: Mapping[str, str] | None = None) -> None:
+    def __init__(self, config: Config, *, builtins: Mapping[str, str] | None = None,
+                 on_demand: bool | None = None) -> None:
         self.config = config
         self._builtins = builtins
+        self.on_demand = _ON_DEMAND.get() if on_demand is None else on_demand
         self.pm: pluggy.PluginManager = get_plugin_manager()
         self.results: dict[str, PluginResult] = {}
         self._order: list[str] = []
+        self._registered: list[str] = []  # every plugin that registered, in registration order
+        self._deferred: dict[str, list[_Source]] = {}  # enabled, not imported yet (on demand)
+        self._mu = threading.RLock()
+        self._initializing = 0
         self._closed = False
 
     # -- loading ---------------------------------------------------------------------------------
 
     def load(self) -> list[PluginResult]:
-        """Import, register, decode config and initialise every enabled plugin.
+        """Import, register, decode config and initialise every enabled plugin (on demand: the required ones).
 
         Failures are recorded per plugin (see :attr:`results`), never raised, except a configuration
         that names tables for plugins that are not enabled.
 
         :raises ConfigError: a ``[plugins."<uri>"]`` table for a plugin that is not enabled.
-        :return: the results in init order.
+        :return: the results in init order (on demand: of the plugins loaded so far).
         """
         available = available_plugins(self._builtins)
         enabled = list(self.config.enabled_plugins) if self.config.enabled_plugins is not None else sorted(available)
@@ -83,14 +117,53 @@ class PluginHost:
             if uri not in enabled:
                 why = "is not installed" if uri not in available else "is not in enabled_plugins"
                 raise ConfigError(f'{self.config.source}: plugins."{uri}": plugin {uri} {why}')
-        seen: set[str] = set()
-        for uri in enabled:
-            if uri in seen:
-                continue
-            seen.add(uri)
-            self._register(uri, available.get(uri, []))
-        self._init_all()
-        return self.ordered()
+        with self._mu:
+            for uri in enabled:
+                self._deferred.setdefault(uri, available.get(uri, []))
+            if not self.on_demand:
+                self._load(list(self._deferred))
+                return self.ordered()
+            required = set(self.config.required_plugins)
+            self._load([u for u in self._deferred if u in required])
+            if self._deferred:
+                log.debug("plugins loaded on first use: %s", ", ".join(self._deferred))
+            return self._loaded_in_order()
+
+    def load_all(self) -> None:
+        """Load every enabled plugin not loaded yet (an on-demand host's remaining plugins)."""
+        with self._mu:
+            if self._deferred and not self._closed and not self._initializing:
+                self._load(list(self._deferred))
+
+    def _demand(self, type: str) -> None:
+        """On first use of ``type``: load the enabled plugins of that type (with what they require)."""
+        if not self._deferred:
+            return
+        with self._mu:
+            if self._closed or self._initializing:
+                return
+            wanted = [u for u in self._deferred if _of_type(u, type)]
+            if wanted:
+                log.debug("loading %s on first use of %s", ", ".join(wanted), type)
+                self._load(wanted)
+
+    def _load(self, uris: list[str]) -> None:
+        """Register ``uris`` and the deferred plugins of every type they require, then initialise them."""
+        batch: list[str] = []
+        queue = list(uris)
+        while queue:
+            uri = queue.pop(0)
+            sources = self._deferred.pop(uri, None)
+            if sources is None:
+                continue  # loaded already (or listed twice)
+            self._register(uri, sources)
+            batch.append(uri)
+            r = self.results[uri]
+            if r.status == "pending":
+                self._registered.append(uri)
+                if self.on_demand:
+                    queue += [u for t in r.requires for u in self._deferred if _of_type(u, t)]
+        self._init_all(set(batch))
 
     def _fail(self, uri: str, error: BaseException, registration: Registration | None = None, source: str = "") -> None:
         self.results[uri] = PluginResult(uri=uri, registration=registration, status="error", error=error, source=source)
@@ -147,8 +220,8 @@ class PluginHost:
             return
         self.results[uri] = PluginResult(uri=uri, registration=reg, status="pending", source=src.describe())
 
-    def _topological(self) -> tuple[list[str], list[str]]:
-        pending = {u: r for u, r in self.results.items() if r.status == "pending"}
+    def _topological(self, members: Iterable[str]) -> tuple[list[str], list[str]]:
+        pending = {u: self.results[u] for u in members}
         by_type: dict[str, list[str]] = {}
         for u, r in pending.items():
             by_type.setdefault(r.type, []).append(u)
@@ -189,8 +262,15 @@ class PluginHost:
             path.append(node)
         return " -> ".join(path)
 
-    def _init_all(self) -> None:
-        order, cyclic = self._topological()
+    def _init_all(self, batch: set[str]) -> None:
+        self._initializing += 1
+        try:
+            self._init_batch(batch)
+        finally:
+            self._initializing -= 1
+
+    def _init_batch(self, batch: set[str]) -> None:
+        order, cyclic = self._topological(u for u in batch if self.results[u].status == "pending")
         for u in cyclic:
             r = self.results[u]
             self._fail(u, PluginError(u, f"dependency cycle: {self._cycle_path(u, set(cyclic))}"), r.registration, r.source)
@@ -254,13 +334,25 @@ class PluginHost:
         return decode_attrs(reg.config, table or {}, where)
 
     def _lookup(self, type: str) -> list[tuple[str, Any]]:
-        found = [(r.id, r.instance) for r in self.results.values() if r.ok and r.type == type]
+        self._demand(type)
+        found = [(r.id, r.instance) for r in list(self.results.values()) if r.ok and r.type == type]
         return sorted(found, key=lambda x: x[0])
 
     # -- queries ---------------------------------------------------------------------------------
 
     def ordered(self) -> list[PluginResult]:
-        """All results: initialised plugins in init order, then the rest by URI."""
+        """All results: initialised plugins in init order, then the rest by URI (on demand: loads the rest first)."""
+        if not self.on_demand:
+            return self._loaded_in_order()
+        self.load_all()
+        with self._mu:
+            # the order a host loading everything at once would have initialised them in
+            order = self._topological(self._registered)[0]
+            first = [self.results[u] for u in order if self.results[u].ok]
+            rest = sorted((r for r in self.results.values() if not r.ok), key=lambda r: (r.type, r.id))
+            return first + rest
+
+    def _loaded_in_order(self) -> list[PluginResult]:
         first = [self.results[u] for u in self._order]
         rest = sorted((r for u, r in self.results.items() if u not in self._order), key=lambda r: (r.type, r.id))
         return first + rest
@@ -273,7 +365,7 @@ class PluginHost:
         found = self._lookup(type)
         if found:
             return found[0][1]
-        failed = [r for r in self.results.values() if r.type == type]
+        failed = [r for r in list(self.results.values()) if r.type == type]
         if failed:
             r = sorted(failed, key=lambda r: r.uri)[0]
             raise NotFoundError(f"plugin {r.uri} is not available: {r.status}: {r.reason()}")

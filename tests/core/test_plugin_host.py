@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hoist import config as hconfig
-from hoist.errors import ConfigError, PluginError
+from hoist.errors import ConfigError, NotFoundError, PluginError
 from hoist.host import PluginHost
 
 TEMPLATE = """
@@ -289,3 +289,63 @@ def test_close_in_reverse_init_order(fakes):
         host.load()
     closes = [uri for kind, uri in events() if kind == "close"]
     assert closes == ["t.c.v1.third", "t.b.v1.second", "t.a.v1.first"]
+
+
+def test_on_demand_host_loads_required_plugins_then_each_type_on_first_use(fakes):
+    from hoist.host import plugins_on_demand
+
+    fakes.add("t.meta.v1.sqlite")
+    fakes.add("t.store.v1.local", requires=("t.meta.v1",))
+    snap = fakes.add("t.snap.v1.native")
+    svc = fakes.add("t.svc.v1.grpc", requires=("t.store.v1", "t.snap.v1"))
+    with plugins_on_demand():
+        host = fakes.host(required=["t.store.v1.local"])
+    assert host.on_demand
+    loaded = host.load()
+    # the required plugin and what it requires; nothing else is even imported
+    assert [r.uri for r in loaded] == ["t.meta.v1.sqlite", "t.store.v1.local"]
+    assert snap not in sys.modules and svc not in sys.modules
+    host.check_required()
+    assert host.get("t.snap.v1").uri == "t.snap.v1.native"
+    assert svc not in sys.modules
+    assert [uri for kind, uri in events() if kind == "init"] == ["t.meta.v1.sqlite", "t.store.v1.local", "t.snap.v1.native"]
+    assert host.get_all("t.nothing.v1") == {}
+    # every result: the rest loads, listed in the order a host loading everything at once uses
+    assert [r.uri for r in host.ordered()] == ["t.meta.v1.sqlite", "t.snap.v1.native", "t.store.v1.local", "t.svc.v1.grpc"]
+    assert all(r.ok for r in host.ordered())
+    host.close()
+    closes = [uri for kind, uri in events() if kind == "close"]
+    assert closes == ["t.svc.v1.grpc", "t.snap.v1.native", "t.store.v1.local", "t.meta.v1.sqlite"]
+
+
+def test_on_demand_host_reports_failures_as_a_full_load_does(fakes):
+    from hoist.host import plugins_on_demand
+
+    fakes.add("t.store.v1.broken", body="raise RuntimeError('disk on fire')")
+    fakes.add("t.svc.v1.needstore", requires=("t.store.v1",))
+    fakes.add("t.a.v1.one", requires=("t.b.v1",))
+    fakes.add("t.b.v1.two", requires=("t.a.v1",))
+    fakes.add("t.c.v1.free")
+    eager = fakes.host()
+    eager.load()
+    with plugins_on_demand():
+        lazy = fakes.host(required=["t.store.v1.broken"])
+    lazy.load()
+    with pytest.raises(PluginError, match=r"^t\.store\.v1\.broken: required plugin error: init failed: disk on fire$"):
+        lazy.check_required()
+    with pytest.raises(NotFoundError, match=r"plugin t\.b\.v1\.two is not available: error: dependency cycle"):
+        lazy.get("t.b.v1")
+    assert statuses(lazy) == statuses(eager)
+    assert [r.uri for r in lazy.ordered()] == [r.uri for r in eager.ordered()]
+
+
+def test_hosts_load_everything_at_once_unless_asked(fakes):
+    from hoist.host import plugins_on_demand
+
+    fakes.add("t.a.v1.one")
+    assert not fakes.host().on_demand
+    with plugins_on_demand():
+        assert fakes.host().on_demand
+        assert not PluginHost(hconfig.Config(), on_demand=False).on_demand
+    fakes.host().load()
+    assert [uri for kind, uri in events() if kind == "init"] == ["t.a.v1.one"]

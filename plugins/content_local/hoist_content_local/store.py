@@ -13,8 +13,6 @@ A ref is hashed into its directory name, never used as a path.  One writer per r
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import datetime as dt
 import fcntl
 import hashlib
@@ -27,7 +25,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from hoist.content import Digest, Info, ReaderAtFile, Status, WalkFunc, info_fields, status_fields
+from hoist.content import Digest, Info, ReaderAtFile, Status, WalkFunc, info_fields, status_fields, updated_labels
 from hoist.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -47,9 +45,12 @@ _SYNC_FILE_RANGE_WRITE = 2
 
 
 def _load_sync_file_range():  # type: ignore[no-untyped-def]
+    # The C library is already in the process: look the symbol up there (ctypes.util.find_library would
+    # run ldconfig in a subprocess).
+    import ctypes
+
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.sync_file_range
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
@@ -57,7 +58,17 @@ def _load_sync_file_range():  # type: ignore[no-untyped-def]
     return fn
 
 
-_sync_file_range = _load_sync_file_range()
+_sync_file_range_fn: list = []  # [function or None], looked up on first use
+
+
+def _sync_file_range(fd: int, offset: int, nbytes: int, flags: int) -> None:
+    """Start write-back of a range (Linux ``sync_file_range``); a no-op where it is unavailable."""
+    if not _sync_file_range_fn:
+        _sync_file_range_fn.append(_load_sync_file_range())
+    fn = _sync_file_range_fn[0]
+    if fn is not None:
+        fn(fd, offset, nbytes, flags)
+
 
 # In-process half of the ref lock: lock-file path -> time taken.  flock(2) alone would do across
 # open file descriptions, but the table gives a clear message and survives fork() sharing fds.
@@ -111,12 +122,68 @@ def _replace_or_remove(path: Path, text: str) -> None:
             pass
 
 
+_INGEST_FILES = ("data", "ref", "startedat", "updatedat", "total", "expected")
+
+
+def _remove_ingest(path: Path) -> None:
+    """Remove a finished ingest directory: its known files, then the directory (anything else: the whole tree)."""
+    for name in _INGEST_FILES:
+        try:
+            os.unlink(os.path.join(path, name))
+        except FileNotFoundError:
+            pass
+        except OSError:
+            break
+    try:
+        os.rmdir(path)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _DirSync:
+    """Group commit of one directory's fsync: one ``fsync`` makes every entry linked before it started durable.
+
+    A committer links its blob, then calls :meth:`sync`, which returns once an fsync that began after
+    the link has completed: its own, or one another thread started meanwhile for a later link (threads
+    committing at the same time share one).  A failed fsync raises in the thread that ran it; the
+    others try again.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cv = threading.Condition()
+        self._linked = 0  # links announced so far
+        self._durable = 0  # links covered by a completed fsync
+        self._running = False
+
+    def sync(self) -> None:
+        with self._cv:
+            self._linked += 1
+            ticket = self._linked
+            while self._durable < ticket and self._running:
+                self._cv.wait()
+            if self._durable >= ticket:
+                return
+            self._running = True
+            covers = self._linked
+        done = False
+        try:
+            _fsync_dir(self.path)
+            done = True
+        finally:
+            with self._cv:
+                self._running = False
+                if done:
+                    self._durable = max(self._durable, covers)
+                self._cv.notify_all()
 
 
 def _parse_time(text: str) -> dt.datetime:
@@ -186,10 +253,19 @@ class _RefLock:
                 _held.pop(str(self.path), None)
 
 
-class BlobReader(ReaderAtFile):
-    """Random-access reader of one committed blob; also a seekable read-only file object."""
+_UNSIZED_READ = 1 << 20
+"""Largest read a :class:`BlobReader` tries before knowing the blob's size (the buffer is allocated first)."""
 
-    def __init__(self, fd: int, size: int, digest: Digest) -> None:
+
+class BlobReader(ReaderAtFile):
+    """Random-access reader of one committed blob; also a seekable read-only file object.
+
+    A committed blob never changes, so its size is looked up (``fstat``) only when first needed: a
+    small read that gets all the bytes it asked for needs no size at all (ctr reads blobs in thousands
+    of 32 KiB calls, each opening its own reader).
+    """
+
+    def __init__(self, fd: int, size: int | None, digest: Digest) -> None:
         super().__init__(None)
         self._fd = fd
         self._size = size
@@ -200,6 +276,9 @@ class BlobReader(ReaderAtFile):
 
     @property
     def size(self) -> int:
+        if self._size is None:
+            self._check()
+            self._size = os.fstat(self._fd).st_size
         return self._size
 
     def fileno(self) -> int:
@@ -207,16 +286,21 @@ class BlobReader(ReaderAtFile):
         return self._fd
 
     def read_at(self, offset: int, n: int) -> bytes:
-        """Up to ``n`` bytes from ``offset``; ``b""`` at the end.
+        """Up to ``n`` bytes from ``offset``; fewer only at the end, ``b""`` there.
 
         :raises OutOfRangeError: ``offset`` is past the end of the blob.
         """
         self._check()
         if offset < 0 or n < 0:
             raise InvalidArgumentError(f"content {self.digest}: invalid read at {offset} of {n} bytes")
-        if offset > self._size:
-            raise OutOfRangeError(f"content {self.digest}: read at {offset} past the end ({self._size} bytes)")
-        n = min(n, self._size - offset)
+        if self._size is None and 0 < n <= _UNSIZED_READ:
+            out = os.pread(self._fd, n, offset)
+            if len(out) == n:
+                return out  # all of it, so the range is within the blob
+        size = self.size
+        if offset > size:
+            raise OutOfRangeError(f"content {self.digest}: read at {offset} past the end ({size} bytes)")
+        n = min(n, size - offset)
         if n == 0:
             return b""
         out = os.pread(self._fd, n, offset)
@@ -235,7 +319,7 @@ class BlobReader(ReaderAtFile):
     def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
         self._check()
         view = memoryview(buf).cast("B")
-        n = min(len(view), max(0, self._size - self._pos))
+        n = min(len(view), max(0, self.size - self._pos))
         if n == 0:
             return 0
         got = os.preadv(self._fd, [view[:n]], self._pos)
@@ -311,7 +395,7 @@ class LocalWriter:
         self._offset += n
         self._updated_at = _now()
         step = self._store.writeback_bytes
-        if step and _sync_file_range is not None and self._offset - self._flushed >= step:
+        if step and self._offset - self._flushed >= step:
             # Start write-back now so the fsync at commit has little left to do.
             _sync_file_range(self._fd, self._flushed, self._offset - self._flushed, _SYNC_FILE_RANGE_WRITE)
             self._flushed = self._offset
@@ -390,19 +474,24 @@ class LocalWriter:
         if want is not None:
             dgst = want
         target = store._blob_path(dgst)
-        target.parent.mkdir(parents=True, exist_ok=True)
         data = self._path / "data"
         os.fchmod(fd, 0o444)
         try:
-            os.link(data, target)
+            try:
+                os.link(data, target)
+            except FileNotFoundError:
+                if not os.path.exists(data):
+                    raise
+                store._make_blob_dir(dgst.algorithm)  # the first blob of this algorithm
+                os.link(data, target)
         except FileExistsError:
             shutil.rmtree(self._path, ignore_errors=True)
             raise AlreadyExistsError(f"content {dgst}: already exists") from None
         now = _now().timestamp()
         os.utime(target, (now, now))
         if store.fsync:
-            _fsync_dir(target.parent)
-        shutil.rmtree(self._path, ignore_errors=True)
+            store._blob_dir_sync(dgst.algorithm).sync()
+        _remove_ingest(self._path)
         if labels:
             store._write_labels(dgst, dict(labels), _now())
         else:
@@ -436,6 +525,8 @@ class LocalContentStore:
         for d in ("blobs", "ingest", "locks", "labels"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         self._labels_mu = threading.Lock()
+        self._dir_syncs: dict[str, _DirSync] = {}
+        self._dir_syncs_mu = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalContentStore({str(self.root)!r})"
@@ -444,6 +535,22 @@ class LocalContentStore:
 
     def _blob_path(self, digest: Digest) -> Path:
         return self.root / "blobs" / digest.algorithm / digest.hex
+
+    def _make_blob_dir(self, algorithm: str) -> None:
+        path = self.root / "blobs" / algorithm
+        try:
+            path.mkdir()
+        except FileExistsError:
+            return
+        if self.fsync:
+            _fsync_dir(path.parent)
+
+    def _blob_dir_sync(self, algorithm: str) -> _DirSync:
+        with self._dir_syncs_mu:
+            found = self._dir_syncs.get(algorithm)
+            if found is None:
+                found = self._dir_syncs[algorithm] = _DirSync(self.root / "blobs" / algorithm)
+            return found
 
     def _labels_path(self, digest: Digest) -> Path:
         return self.root / "labels" / digest.algorithm / f"{digest.hex}.json"
@@ -459,11 +566,12 @@ class LocalContentStore:
         :raises NotFoundError: no such blob.
         """
         dgst = Digest.parse(desc.digest if hasattr(desc, "digest") else desc)
+        # a plain string path: readers are opened once per Content.Read call, and ctr makes thousands
         try:
-            fd = os.open(self._blob_path(dgst), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(f"{self.root}/blobs/{dgst.algorithm}/{dgst.hex}", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise NotFoundError(f"content {dgst}: not found") from None
-        return BlobReader(fd, os.fstat(fd).st_size, dgst)
+        return BlobReader(fd, None, dgst)
 
     # -- manager --------------------------------------------------------------------------------
 
@@ -518,23 +626,11 @@ class LocalContentStore:
         """
         dgst = Digest.parse(info.digest)
         paths = tuple(fieldpaths)
-        for p in paths:
-            if p != "labels" and not (p.startswith("labels.") and len(p) > len("labels.")):
-                raise InvalidArgumentError(f"content {dgst}: cannot update field {p!r} (only labels)")
+        updated_labels(dgst, {}, {}, paths)  # a bad field path fails before anything is locked
         with self._labels_mu, self._labels_file_lock():
             st = self._stat_blob(dgst)
             current, _ = self._read_labels(dgst)
-            if not paths or "labels" in paths:
-                labels = {k: v for k, v in info.labels.items() if v != ""}
-            else:
-                labels = dict(current)
-                for p in paths:
-                    key = p[len("labels.") :]
-                    value = info.labels.get(key, "")
-                    if value == "":
-                        labels.pop(key, None)
-                    else:
-                        labels[key] = value
+            labels = updated_labels(dgst, current, info.labels, paths)
             now = _now()
             if labels:
                 self._write_labels(dgst, labels, now)
@@ -638,12 +734,12 @@ class LocalContentStore:
             lock.release()
 
     def _open(self, lock: _RefLock, path: Path, ref: str, total: int, want: Digest | None) -> LocalWriter:
-        resumed = self._resume(path, ref, total, want)
-        if resumed is not None:
-            return LocalWriter(self, lock, path, *resumed)
         try:
-            path.mkdir()
+            os.mkdir(path)  # the usual case: no ingest under this ref yet
         except FileExistsError:
+            resumed = self._resume(path, ref, total, want)
+            if resumed is not None:
+                return LocalWriter(self, lock, path, *resumed)
             shutil.rmtree(path, ignore_errors=True)
             path.mkdir()
         now = _now()
