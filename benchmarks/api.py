@@ -10,8 +10,9 @@ In one run, for each daemon (fresh root each round, daemon start-up not timed):
 
 hoistd runs with the local content store (fsync on, as containerd), the SQLite metadata store and
 every core service.  Reports medians (min–max) of wall time, the ratio hoistd/containerd per case
-(target ≤ 1.0), and each daemon's peak RSS (VmHWM) over the run.  The machine is shared and noisy:
-compare ratios within one run.
+(target ≤ 1.0), for ``get`` the time per Content.Read call (ctr reads 32 KiB per call), each daemon's
+peak RSS (VmHWM) over the run, and the load average before and after.  The machine is shared and
+noisy: compare ratios within one run.
 
 usage: benchmarks/api.py [--runs 1] [--blob-mib 256] [--layers 4] [--layer-mib 256] [--reduced]
                          [--only ingest,get,fetch] [--workdir DIR] [--json FILE]
@@ -45,6 +46,7 @@ from support.registry import Registry  # noqa: E402
 MiB = 1 << 20
 CTR = "ctr"
 TARGET = 1.0  # hoistd time / containerd time, every case
+CTR_READ = 32 << 10  # what ctr content get asks per Content.Read (io.Copy's buffer behind its ReaderAt)
 
 
 class Hoistd(HoistdProcess):
@@ -118,6 +120,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    load_before = os.getloadavg()
     if args.reduced:
         args.blob_mib, args.layer_mib = 64, 64
     cases = [c for c in args.only.split(",") if c]
@@ -168,7 +171,18 @@ def main() -> None:
         flag = "" if ratio <= TARGET else "  (over target)"
         print(f"{case:<8}{sizes[case]:>6}  {fmt(h):<28}{fmt(c):<28}{ratio:6.2f}{flag}")
         result["cases"][case] = {"mib": sizes[case], "hoistd": h, "containerd": c, "ratio": ratio}
+    if "get" in cases and times.get(("hoistd", "get")) and times.get(("containerd", "get")):
+        # ctr reads through a ReaderAt 32 KiB at a time: each piece is one Content.Read call
+        calls = args.blob_mib * MiB // CTR_READ
+        per_call = {d: statistics.median(times[(d, "get")]) / calls * 1e6 for d in daemons}
+        print(f"get: {calls} Read calls of {CTR_READ >> 10} KiB; per call hoistd {per_call['hoistd']:.0f} µs, "
+              f"containerd {per_call['containerd']:.0f} µs")
+        result["get_us_per_call"] = per_call
     print("daemon peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in peak.items()))
+    load_after = os.getloadavg()
+    print("load average (1, 5, 15 min): before " + ", ".join(f"{x:.2f}" for x in load_before)
+          + "; after " + ", ".join(f"{x:.2f}" for x in load_after))
+    result["loadavg"] = {"before": load_before, "after": load_after}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     if args.workdir is None:

@@ -7,7 +7,9 @@ mode (``address`` given) talks to ``hoistd`` (or a real containerd) over its gRP
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,17 @@ from hoist.host import PluginHost
 from hoist.plugin import PluginResult
 
 DEFAULT_NAMESPACE = "default"
+
+DEFAULT_LEASE_EXPIRY = _dt.timedelta(hours=24)
+"""How long a lease of :meth:`Client.with_lease` outlives a holder that died without deleting it (containerd's)."""
+
+
+def _new_lease_id() -> str:
+    return f"hoist-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d%H%M%S}-{secrets.token_hex(8)}"
+
+
+def _expire_at(expiry: _dt.timedelta) -> str:
+    return (_dt.datetime.now(_dt.timezone.utc) + expiry).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> _config.Config:
@@ -46,6 +59,7 @@ class Client:
         self.address = address
         self.namespace = namespace
         self._remote: dict[str, Any] = {}
+        self._views: dict[Any, Any] = {}
         self._channel: Any = None
 
     @classmethod
@@ -118,10 +132,24 @@ class Client:
 
     @property
     def content(self) -> Any:
-        """The content store: the ``hoist.content.v1`` plugin, or the daemon's Content service (under the current lease)."""
-        if self.host is not None:
-            return self.plugin("hoist.content.v1")
+        """The content of this client's namespace, under the current lease (see :meth:`with_lease`).
+
+        Embedded: the metadata store's records of this namespace over the ``hoist.content.v1`` plugin
+        (:class:`hoist.metadata.NamespacedContentStore`; the bare plugin when no metadata store is loaded).
+        Remote: the daemon's Content service, which namespaces the same way.
+        """
         lease = self._remote.get("lease")
+        if self.host is not None:
+            key = ("content", lease)
+            if key not in self._views:
+                raw = self.plugin("hoist.content.v1")
+                found = self.host.get_all("hoist.metadata.v1")
+                metadata = found[sorted(found)[0]] if found else None
+                if getattr(metadata, "content", None) is None:
+                    return raw
+                # a client that finds a blob already there will name it: the lease holds it meanwhile
+                self._views[key] = metadata.content(raw, self.namespace, lease=lease, hold_on_read=True)
+            return self._views[key]
         key = ("content", lease)
         if key not in self._remote:
             from hoist.api.content_client import RemoteContentStore
@@ -161,25 +189,58 @@ class Client:
             found = self.plugins_of("hoist.snapshotter.v1")
             if name not in found:
                 raise NotFoundError(f"snapshotter {name}: not loaded")
-            return namespaced(found[name], self.namespace)
+            sn = namespaced(found[name], self.namespace)
+            lease = self._remote.get("lease")
+            return _LeasedSnapshotter(sn, self.leases, lease, name) if lease else sn
         from hoist.api.snapshots_client import RemoteSnapshotter
 
         return RemoteSnapshotter(self.channel(), name, self.namespace, lease=self._remote.get("lease"))
 
     @contextlib.contextmanager
-    def with_lease(self, expiry: Any = None) -> Iterator[Any]:
-        """Hold a daemon lease for the block, so content written meanwhile is safe from GC (a no-op in-process)."""
-        if self.host is not None or self._remote.get("lease"):
-            yield self._remote.get("lease")
-            return
-        from hoist.api.leases_client import DEFAULT_EXPIRY, temporary_lease
+    def with_lease(self, expiry: _dt.timedelta | None = None) -> Iterator[str | None]:
+        """Hold a lease for the block, so what is written (or found already there) meanwhile is safe from GC.
 
-        with temporary_lease(self.leases, expiry or DEFAULT_EXPIRY) as lease:
-            self._remote["lease"] = lease
+        As containerd's client around a pull: the lease carries ``containerd.io/gc.expire`` (``expiry``
+        from now, 24 hours by default), so a process killed mid-way pins nothing for longer, and it is
+        deleted when the block ends.  Embedded, the lease is in the metadata store on the root, which a
+        daemon on the same root collects against; the content and snapshotter views taken in the block
+        add what they write (and the blobs they find already there) to it.  Nested blocks share the outer lease.  Yields the lease id
+        (``None`` in-process without a metadata store).
+        """
+        if self._remote.get("lease"):
+            yield self._remote["lease"]
+            return
+        if self.host is not None and not self.host.get_all("hoist.metadata.v1"):
+            yield None
+            return
+        leases = self.leases
+        from hoist.gc import LABEL_EXPIRE  # (hoist.gc imports the snapshot machinery: only when needed)
+
+        lease = leases.create(_new_lease_id(), {LABEL_EXPIRE: _expire_at(expiry or DEFAULT_LEASE_EXPIRY)}).id
+        self._remote["lease"] = lease
+        try:
+            yield lease
+        finally:
+            self._remote.pop("lease", None)
+            self._views.pop(("content", lease), None)
             try:
-                yield lease
-            finally:
-                self._remote.pop("lease", None)
+                leases.delete(lease)
+            except NotFoundError:
+                pass
+
+    def collect_garbage(self) -> Any:
+        """Run a garbage collection of this root in-process (embedded mode); returns a :class:`hoist.gc.GCResult`.
+
+        Remote, the daemon collects when an image or lease is deleted with ``sync``.
+
+        :raises UnsupportedError: in remote mode.
+        """
+        if self.host is None:
+            raise UnsupportedError(f"garbage collection runs in the daemon at {self.address}: delete with sync")
+        from hoist.gc import GarbageCollector
+
+        return GarbageCollector(self.metadata, self.plugin("hoist.content.v1"),
+                                lambda: self.plugins_of("hoist.snapshotter.v1")).collect()
 
     def resolver(self, ref: str, options: Any = None) -> Any:
         """A resolver for ``ref``: the first ``hoist.resolver.v1`` plugin that claims it, the docker one last.
@@ -228,3 +289,33 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _LeasedSnapshotter:
+    """A namespace's snapshotter whose prepared, viewed and committed snapshots a lease holds (embedded mode)."""
+
+    def __init__(self, sn: Any, leases: Any, lease: str, snapshotter: str) -> None:
+        self._sn = sn
+        self._leases = leases
+        self._lease = lease
+        self._type = f"snapshots/{snapshotter}"
+
+    def _hold(self, key: str) -> None:
+        from hoist.metadata import LeaseResource
+
+        self._leases.add_resource(self._lease, LeaseResource(type=self._type, id=key))
+
+    def prepare(self, key: str, parent: str = "", labels: Any = None) -> Any:
+        self._hold(key)
+        return self._sn.prepare(key, parent, labels)
+
+    def view(self, key: str, parent: str = "", labels: Any = None) -> Any:
+        self._hold(key)
+        return self._sn.view(key, parent, labels)
+
+    def commit(self, name: str, key: str, labels: Any = None) -> Any:
+        self._hold(name)
+        return self._sn.commit(name, key, labels)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sn, name)

@@ -6,6 +6,10 @@ the gRPC layer maps each class to and from one status code.
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
+
 
 class HoistError(Exception):
     """Base class of every error Hoist raises on purpose."""
@@ -63,7 +67,26 @@ class PluginDependencyError(PluginError):
     """A plugin could not start because a plugin it requires failed or is missing."""
 
 
+@contextlib.contextmanager
+def hiding(pattern: re.Pattern[str]) -> Iterator[None]:
+    """Re-raise a Hoist error with every match of ``pattern`` removed from its message.
+
+    For a view that prefixes the names it passes on (a namespace's ``ns/`` before a key or ref): the
+    user sees their own names.  Errors of other types, or of classes with their own constructor, pass
+    through unchanged.
+    """
+    try:
+        yield
+    except HoistError as e:
+        text = str(e)
+        shown = pattern.sub("", text)
+        if shown == text or type(e).__init__ is not HoistError.__init__:
+            raise
+        raise type(e)(shown) from e
+
+
 __all__ = [
+    "hiding",
     "HoistError",
     "NotFoundError",
     "AlreadyExistsError",

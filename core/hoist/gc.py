@@ -1,15 +1,18 @@
 """Garbage collection of content and snapshots that nothing references, as containerd's metadata GC does.
 
-Mark and sweep.  Roots are every namespace's images (their targets), the resources of every lease that
-has not expired (``containerd.io/gc.expire``; expired leases are deleted first), blobs and snapshots
-labelled ``containerd.io/gc.root``, and every active or view snapshot (a container's or an unpack's
-working snapshot is never taken from under it).  References are followed through containerd's labels
-(``containerd.io/gc.ref.content…`` to blobs, ``containerd.io/gc.ref.snapshot.<snapshotter>`` to
-snapshots), through the children an index or manifest lists (so images fetched by Hoist, which does not
-write those labels, are kept whole), and from a snapshot to its parents.  Then every unmarked blob and
-every unmarked committed snapshot is removed.  Ingests in progress are never touched.
+Mark and sweep, per namespace.  Content is one store of bytes, and each namespace sees the blobs it
+*records* (:mod:`hoist.metadata.content`).  Roots, in each namespace: its images (their targets), the
+resources of its leases that have not expired (``containerd.io/gc.expire``; expired leases are deleted
+first), its records labelled ``containerd.io/gc.root``, and every active or view snapshot (a container's
+or an unpack's working snapshot is never taken from under it).  References stay inside the namespace:
+``containerd.io/gc.ref.content…`` labels to blobs, ``containerd.io/gc.ref.snapshot.<snapshotter>`` to
+snapshots, the children an index or manifest lists (so images fetched by Hoist, which does not write
+those labels, are kept whole), and from a snapshot to its parents.
 
-Content is one store shared by all namespaces, so a blob is kept while any namespace references it.
+Then every record no root of its namespace reaches is removed, every unmarked committed snapshot, and
+the bytes of every blob that no namespace records any more and no live lease holds.  Ingests are never
+touched.  The collection holds ``content.lock`` exclusively, so no commit — in this process or another
+one on the same root — lands between the marking and the sweeping.
 """
 
 from __future__ import annotations
@@ -43,8 +46,13 @@ class GCResult:
     """What a collection removed."""
 
     content: tuple[Digest, ...] = ()
+    """Blobs whose bytes were removed."""
     snapshots: tuple[tuple[str, str], ...] = ()
+    """``(snapshotter, backend key)`` of the snapshots removed."""
     leases: tuple[tuple[str, str], ...] = ()
+    """``(namespace, id)`` of the expired leases deleted."""
+    records: tuple[tuple[str, Digest], ...] = ()
+    """``(namespace, digest)`` of the content records removed (a blob another namespace keeps stays on disk)."""
 
 
 def parse_expire(value: str) -> _dt.datetime | None:
@@ -77,17 +85,14 @@ def lease_expired(labels: Mapping[str, str], now: _dt.datetime | None = None) ->
     return when is not None and when <= (now or _dt.datetime.now(_dt.timezone.utc))
 
 
-def _split_key(key: str) -> tuple[str, str]:
-    ns, _, rest = key.partition("/")
-    return ns, rest
-
-
 class GarbageCollector:
     """Collects the content store and the snapshotters against the metadata store's references.
 
-    :param metadata: the metadata store (namespaces, images, leases).
-    :param content: the content store (``walk``, ``info``, ``reader_at``, ``delete``).
+    :param metadata: the metadata store (namespaces, images, leases, content records).
+    :param content: the ``hoist.content.v1`` store holding the bytes (the plugin itself, not a namespace's view).
     :param snapshotters: returns ``{id: snapshotter}`` (backends, keys stored as ``<namespace>/<key>``).
+
+    The metadata store must keep content records (:meth:`hoist.metadata.SQLiteMetadataStore.content_binding`).
     """
 
     def __init__(self, metadata: Any, content: Any, snapshotters: Callable[[], Mapping[str, Any]] | None = None) -> None:
@@ -101,11 +106,25 @@ class GarbageCollector:
             return self._collect(now or _dt.datetime.now(_dt.timezone.utc))
 
     def _collect(self, now: _dt.datetime) -> GCResult:
+        binding = self._binding()
+        if binding is None:
+            raise FailedPreconditionError("gc: the metadata store keeps no content records; nothing can be collected")
+        binding.ensure_adopted()  # before the exclusive lock, which adoption takes too
+        with binding.locked(exclusive=True):
+            return self._mark_and_sweep(binding, now)
+
+    def _binding(self) -> Any:
+        bind = getattr(self.metadata, "content_binding", None)
+        return bind(self.content) if bind is not None else None
+
+    def _mark_and_sweep(self, binding: Any, now: _dt.datetime) -> GCResult:
         expired: list[tuple[str, str]] = []
-        queue: list[tuple[Digest, str]] = []  # (digest, media type or "")
+        queue: list[tuple[str, Digest, str]] = []  # (namespace, digest, media type or "")
+        held: set[Digest] = set()  # bytes a live lease names, recorded or not
         snap_refs: set[tuple[str, str]] = set()  # (snapshotter, backend key)
-        snap_names: set[tuple[str, str]] = set()  # (snapshotter, key in any namespace)
-        for ns in self.metadata.list_namespaces():
+        snap_names: set[tuple[str, str]] = set()  # (snapshotter, backend key) named by labels
+        records: dict[str, dict[Digest, Any]] = binding.records()
+        for ns in sorted(set(self.metadata.list_namespaces()) | set(records)):
             leases = self.metadata.leases(ns)
             for lease in leases.list():
                 if lease_expired(lease.labels, now):
@@ -122,40 +141,46 @@ class GarbageCollector:
                 for res in resources:
                     if res.type == "content":
                         try:
-                            queue.append((Digest.parse(res.id), ""))
+                            d = Digest.parse(res.id)
                         except InvalidArgumentError:
                             continue
+                        held.add(d)
+                        queue.append((ns, d, ""))
                     elif res.type.startswith("snapshots/"):
                         snap_refs.add((res.type[len("snapshots/"):], f"{ns}/{res.id}"))
             for img in self.metadata.images(ns).list():
-                queue.append((img.target.digest, img.target.media_type))
+                queue.append((ns, img.target.digest, img.target.media_type))
+            for d, info in records.get(ns, {}).items():
+                if LABEL_ROOT in info.labels:
+                    queue.append((ns, d, ""))
 
-        infos: dict[Digest, Any] = {}
-        self.content.walk(lambda info: infos.__setitem__(info.digest, info))
-        for d, info in infos.items():
-            if LABEL_ROOT in info.labels:
-                queue.append((d, ""))
-
-        marked: set[Digest] = set()
+        marked: set[tuple[str, Digest]] = set()
         while queue:
-            digest, media_type = queue.pop()
-            if digest in marked or digest not in infos:
+            ns, digest, media_type = queue.pop()
+            info = records.get(ns, {}).get(digest)
+            if info is None or (ns, digest) in marked:
                 continue
-            marked.add(digest)
-            for key, value in infos[digest].labels.items():
+            marked.add((ns, digest))
+            for key, value in info.labels.items():
                 if key.startswith(LABEL_REF_CONTENT):
                     try:
-                        queue.append((Digest.parse(value), ""))
+                        queue.append((ns, Digest.parse(value), ""))
                     except InvalidArgumentError:
                         continue
                 elif key.startswith(LABEL_REF_SNAPSHOT):
-                    snap_names.add((key[len(LABEL_REF_SNAPSHOT):], value))
+                    snap_names.add((key[len(LABEL_REF_SNAPSHOT):], f"{ns}/{value}"))
             if media_type and mt.kind(media_type) in ("index", "manifest"):
-                queue.extend(self._children(Descriptor(media_type=media_type, digest=digest, size=infos[digest].size)))
+                desc = Descriptor(media_type=media_type, digest=digest, size=info.size)
+                queue.extend((ns, d, m) for d, m in self._children(desc))
 
         removed_snaps = self._sweep_snapshots(snap_refs, snap_names)
+        dead = sorted(((ns, d) for ns, found in records.items() for d in found if (ns, d) not in marked), key=str)
+        binding.delete_records(dead)
+        kept = {d for _ns, d in marked} | held
+        on_disk: list[Digest] = []
+        self.content.walk(lambda info: on_disk.append(info.digest))
         removed: list[Digest] = []
-        for d in sorted(set(infos) - marked, key=str):
+        for d in sorted(set(on_disk) - kept, key=str):
             try:
                 self.content.delete(d)
                 removed.append(d)
@@ -163,9 +188,11 @@ class GarbageCollector:
                 pass
             except HoistError as e:
                 log.warning("gc: content %s: cannot remove: %s", d, e)
-        if removed or removed_snaps or expired:
-            log.info("gc: removed %d blobs, %d snapshots, %d expired leases", len(removed), len(removed_snaps), len(expired))
-        return GCResult(content=tuple(removed), snapshots=tuple(removed_snaps), leases=tuple(expired))
+        if removed or removed_snaps or expired or dead:
+            log.info("gc: removed %d blobs (%d namespace records), %d snapshots, %d expired leases",
+                     len(removed), len(dead), len(removed_snaps), len(expired))
+        return GCResult(content=tuple(removed), snapshots=tuple(removed_snaps), leases=tuple(expired),
+                        records=tuple(dead))
 
     def _children(self, desc: Descriptor) -> list[tuple[Digest, str]]:
         from hoist.images.handlers import read_blob
@@ -188,11 +215,10 @@ class GarbageCollector:
             sn.walk(lambda info: infos.__setitem__(info.name, info))
             keep: list[str] = []
             for name, info in infos.items():
-                _ns, key = _split_key(name)
                 if (
                     info.kind is not Kind.COMMITTED
                     or (sid, name) in refs
-                    or (sid, key) in names
+                    or (sid, name) in names
                     or LABEL_ROOT in info.labels
                 ):
                     keep.append(name)
@@ -225,9 +251,6 @@ class GarbageCollector:
                     left.remove(name)
                     progress = True
         return removed
-
-
-
 
 
 def children_labels(desc: Descriptor, provider: Any) -> dict[str, str]:
@@ -272,4 +295,6 @@ def label_children(store: Any, target: Descriptor) -> int:
         store.update(attrs.evolve(info, labels={**info.labels, **want}), tuple(f"labels.{k}" for k in want))
         n += 1
     return n
+
+
 __all__ = ["GCResult", "GarbageCollector", "LABEL_EXPIRE", "LABEL_ROOT", "children_labels", "label_children", "lease_expired", "parse_expire"]

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from hoist import reference
-from hoist.content import Descriptor, Digest, Info
+from hoist.content import Descriptor, Digest, Info, copy_reader_at
 from hoist.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -476,19 +476,7 @@ def _push_generic(pusher: Any, desc: Descriptor, *, data: bytes | None = None, c
         else:
             if on_event is not None:
                 on_event("uploading", desc, 0)
-            reader = content.reader_at(desc)
-            try:
-                offset = 0
-                while offset < desc.size:
-                    chunk = reader.read_at(offset, min(_VERIFY_BLOCK, desc.size - offset))
-                    if not chunk:
-                        raise FailedPreconditionError(f"content {desc.digest}: short read at {offset} of {desc.size}")
-                    writer.write(chunk)
-                    offset += len(chunk)
-                    if on_progress is not None:
-                        on_progress(offset)
-            finally:
-                reader.close()
+            copy_reader_at(content, desc, writer.write, chunk=_VERIFY_BLOCK, progress=on_progress)
         writer.commit(desc.size, desc.digest)
     finally:
         writer.close()

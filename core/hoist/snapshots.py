@@ -28,7 +28,7 @@ import attrs
 
 from hoist import filters as filters_mod
 from hoist import linux
-from hoist.errors import FailedPreconditionError, HoistError, InvalidArgumentError, UnsupportedError
+from hoist.errors import FailedPreconditionError, InvalidArgumentError, UnsupportedError, hiding
 from hoist.linux import MNT_DETACH, MOUNT_FLAGS, MS_BIND, MS_REC, MS_REMOUNT, mount_flags
 
 PLUGIN_TYPE = "hoist.snapshotter.v1"
@@ -219,6 +219,7 @@ class NamespacedSnapshotter:
         self.backend = backend
         self.namespace = namespace
         self._prefix = namespace + "/"
+        self._hide = re.compile(rf"(?<![\w/.:-]){re.escape(self._prefix)}")
 
     def _k(self, key: str) -> str:
         if not key:
@@ -235,17 +236,9 @@ class NamespacedSnapshotter:
             parent=info.parent[len(self._prefix):] if info.parent.startswith(self._prefix) else info.parent,
         )
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
         """Show the caller's keys in error messages, without the namespace prefix."""
-        try:
-            yield
-        except HoistError as e:
-            text = str(e)
-            shown = re.sub(rf"(?<![\w/.:-]){re.escape(self._prefix)}", "", text)
-            if shown == text or type(e).__init__ is not HoistError.__init__:
-                raise
-            raise type(e)(shown) from e
+        return hiding(self._hide)
 
     def stat(self, key: str) -> Info:
         with self._errors():

@@ -145,6 +145,12 @@ def test_snapshotter_and_applier(daemon: tuple[str, Path], images) -> None:  # n
             assert mounts[0].type == "bind"
             applied = RemoteApplier(channel, ns).apply(layer.descriptor, mounts)
             assert str(applied.digest) == layer.diff_id and applied.size == layer.uncompressed_size
+            # another namespace has no record of the blob: Diff.Apply there cannot read it
+            other = RemoteSnapshotter(channel, "native", f"other-{kind}")
+            elsewhere = other.prepare("extract-x", "")
+            with pytest.raises(NotFoundError):
+                RemoteApplier(channel, f"other-{kind}").apply(layer.descriptor, elsewhere)
+            other.remove("extract-x")
             sn.commit(chain, "extract-1")
             info = sn.stat(chain)
             assert info.kind is Kind.COMMITTED and info.name == chain

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from hoist.content import Digest
+from hoist.metadata import NamespacedContentStore, SQLiteMetadataStore
 from hoist_content_local.store import LocalContentStore
-from support.cli import DIST, example_steps, local_env
+from support.cli import DIST, example_steps, local_env, run_example_steps
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,8 +47,11 @@ def dist(env: dict[str, str], *args: str, input: bytes | None = None, stdin=None
     return subprocess.CompletedProcess(["dist", *args], code, r.stdout_bytes, err)
 
 
-def store_of(env: dict[str, str]) -> LocalContentStore:
-    return LocalContentStore(Path(env["HOIST_ROOT"]) / "hoist.content.v1.local")
+def store_of(env: dict[str, str], namespace: str = "default") -> NamespacedContentStore:
+    """The content ``dist -n NAMESPACE`` sees on the test root (the local store's blobs, the namespace's records)."""
+    root = Path(env["HOIST_ROOT"])
+    db = SQLiteMetadataStore(root / "hoist.metadata.v1.sqlite" / "meta.db")
+    return db.content(LocalContentStore(root / "hoist.content.v1.local"), namespace)
 
 
 def ingest(env: dict[str, str], ref: str, data: bytes, *extra: str) -> Digest:
@@ -195,18 +199,7 @@ def test_label_and_rm(env: dict[str, str]) -> None:
 def test_docs_example(tmp_path: Path, env: dict[str, str]) -> None:
     steps = example_steps(REPO / "docs" / "content.md")
     assert len(steps) > 8
-    exports = "; ".join(cmd for cmd, _ in steps if cmd.startswith("export "))
-    for cmd, expect in steps:
-        if cmd.startswith("export "):
-            continue
-        r = subprocess.run(["bash", "-c", f"{exports}; {cmd}"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
-        out, err = r.stdout.decode(), r.stderr.decode()
-        if expect and expect[0].startswith("-> exit "):
-            code, _, msg = expect[0][len("-> exit ") :].partition(": ")
-            assert r.returncode == int(code), (cmd, err)
-            assert err.startswith(msg.split("…")[0]), (cmd, err)
-            continue
-        assert r.returncode == 0, (cmd, err)
+    for cmd, expect, out in run_example_steps(steps, tmp_path, env):
         if expect:
             assert [_norm(ln) for ln in out.splitlines()] == [_norm(ln) for ln in expect], cmd
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from hoist_content_local.store import LocalContentStore
 from support import cli
 from support.cli import local_env, run_dist
 
@@ -84,7 +83,7 @@ def test_images_ls_inspect_tag_rm_check(registry, env) -> None:
     assert dist(env, "images", "ls", "-q", "name~=^copy").stdout.split() == ["copy:1"]
 
     # A missing layer makes check say so.
-    LocalContentStore(Path(env["HOIST_ROOT"]) / "hoist.content.v1.local").delete(amd.layers[0].descriptor.digest)
+    assert dist(env, "content", "rm", str(amd.layers[0].descriptor.digest)).returncode == 0
     r = dist(env, "images", "check", "--platform", "linux/amd64", "copy:1")
     assert r.returncode == 1 and f"incomplete ({n_amd - 1}/{n_amd})" in r.stdout
 

@@ -14,7 +14,7 @@ import pytest
 from hoist.snapshots import Mount, mounted
 from hoist.unpack import chain_ids
 
-from support.cli import example_steps, local_env, run_dist
+from support.cli import example_steps, local_env, run_dist, run_example_steps
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,18 +110,7 @@ def test_docs_example(registry, tmp_path: Path, env: dict[str, str]) -> None:
     steps = example_steps(REPO / "docs" / "snapshots.md")
     assert len(steps) > 6
     env = {**env, "REGISTRY": registry.host}
-    exports = "; ".join(cmd for cmd, _ in steps if cmd.startswith("export "))
-    for cmd, expect in steps:
-        if cmd.startswith("export "):
-            continue
-        r = subprocess.run(["bash", "-c", f"{exports}; {cmd}"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
-        out, err = r.stdout.decode(), r.stderr.decode()
-        if expect and expect[0].startswith("-> exit "):
-            code, _, msg = expect[0][len("-> exit "):].partition(": ")
-            assert r.returncode == int(code), (cmd, err)
-            assert err.startswith(msg.split("…")[0]), (cmd, err)
-            continue
-        assert r.returncode == 0, (cmd, err)
+    for cmd, expect, out in run_example_steps(steps, tmp_path, env):
         lines = out.splitlines()
         assert len(lines) == len(expect) or not expect, (cmd, out)
         for got, want in zip(lines, expect):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hoist.builtins import BUILTINS
-from support.cli import HOIST, config_env, run_hoist, write_config
+from support.cli import HOIST, config_env, run_dist, run_hoist, write_config
 from support.hoistd import HoistdProcess
 
 PLUGINS = ("hoist.content.v1.local", "hoist.resolver.v1.docker", "hoist.runtime.v1.builtin",
@@ -53,6 +53,11 @@ def test_run_prints_the_images_output_and_exits_with_its_status(registry, env, c
     assert r.returncode == 0, r.stderr
     assert r.stdout == "hello from busybox\n"
     assert f"pulling {ref}" in r.stderr
+
+    # the unpacked layers are referenced from the image config's record in the namespace, so GC keeps them
+    doc = json.loads(run_dist(env, "images", "inspect", ref).stdout)
+    info = json.loads(run_dist(env, "content", "info", doc["document"]["config"]["digest"]).stdout)
+    assert [k for k in info.get("Labels") or {} if k.startswith("containerd.io/gc.ref.snapshot.")], info
 
     r = hoist(env, "containers", "ls")
     rows = [line.split() for line in r.stdout.splitlines()]

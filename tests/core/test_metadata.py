@@ -87,10 +87,18 @@ def test_image_filters(db: SQLiteMetadataStore) -> None:
         s.list("size>3")
 
 
-def test_content_labels_and_leases(db: SQLiteMetadataStore) -> None:
+def test_content_labels_and_leases(db: SQLiteMetadataStore, tmp_path: Path) -> None:
+    import io
+
+    from hoist.content import write_blob
+    from hoist_content_local.store import LocalContentStore
+
     cl = db.content_labels()
     dg = Digest.from_bytes(b"blob")
     assert cl.get(dg) == {}
+    with pytest.raises(NotFoundError, match=f"content {dg}: not found"):
+        cl.set(dg, {"k": "v"})  # a namespace labels only the blobs it records
+    write_blob(db.content(LocalContentStore(tmp_path / "content", fsync=False)), "blob", io.BytesIO(b"blob"), 4, dg)
     cl.set(dg, {"containerd.io/gc.ref.content.0": "sha256:x", "k": "v"})
     assert cl.set(dg, {"k": "w"}, "labels.k") == {"containerd.io/gc.ref.content.0": "sha256:x", "k": "w"}
     assert cl.set(dg, {}, "labels.k") == {"containerd.io/gc.ref.content.0": "sha256:x"}

@@ -50,6 +50,13 @@ def content_of(root: Path) -> LocalContentStore:
     return LocalContentStore(root / "hoist.content.v1.local")
 
 
+def default_content(root: Path):  # noqa: ANN201
+    """What ``dist`` sees in namespace ``default`` on ``root``: its records of the local store's blobs, its ingests."""
+    from hoist.metadata import SQLiteMetadataStore
+
+    return SQLiteMetadataStore(root / "hoist.metadata.v1.sqlite" / "meta.db").content(content_of(root))
+
+
 def blob_gets(entries: list, digest: str | Digest | None = None) -> list:
     return [e for e in entries if e.method == "GET" and "/blobs/" in e.path and (digest is None or e.path.endswith(str(digest)))]
 
@@ -125,8 +132,8 @@ def test_resume_after_kill_uses_a_range_request(registry, images, fault_proxy, r
         deadline = time.monotonic() + 30
         offset = 0
         while time.monotonic() < deadline:
-            if (root / "hoist.content.v1.local").exists():
-                store = store or content_of(root)
+            if (root / "hoist.metadata.v1.sqlite" / "meta.db").exists():
+                store = store or default_content(root)
                 st = [s for s in store.list_statuses() if s.ref == f"layer-{layer.digest}"]
                 if st and st[0].offset >= 1 << 20:
                     offset = st[0].offset

@@ -117,3 +117,26 @@ def example_steps(doc: Path, *, joined: bool = True) -> list[tuple[str, list[str
         steps.append((pending, []))
         pending = ""
     return steps
+
+
+def run_example_steps(steps: list[tuple[str, list[str]]], cwd: Path,
+                      env: Mapping[str, str]) -> Iterable[tuple[str, list[str], str]]:
+    """Run each step of :func:`example_steps` with bash (the block's ``export`` lines before each one).
+
+    A step whose first expected line is ``-> exit N: MESSAGE…`` must exit ``N`` with stderr starting with
+    MESSAGE (up to ``…``); every other step must exit 0 and is yielded as ``(command, expected, stdout)``
+    for the caller to compare.
+    """
+    exports = "; ".join(cmd for cmd, _ in steps if cmd.startswith("export "))
+    for cmd, expect in steps:
+        if cmd.startswith("export "):
+            continue
+        r = subprocess.run(["bash", "-c", f"{exports}; {cmd}"], cwd=cwd, env=dict(env), capture_output=True, timeout=120)
+        out, err = r.stdout.decode(), r.stderr.decode()
+        if expect and expect[0].startswith("-> exit "):
+            code, _, msg = expect[0][len("-> exit "):].partition(": ")
+            assert r.returncode == int(code), (cmd, err)
+            assert err.startswith(msg.split("…")[0]), (cmd, err)
+            continue
+        assert r.returncode == 0, (cmd, err)
+        yield cmd, expect, out

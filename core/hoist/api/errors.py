@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -126,23 +127,48 @@ def _wrap_stream(fn: Callable[..., Iterator[Any]], method: str) -> Callable[...,
     return handler
 
 
+_MAX_WRAPPED = 1024
+"""Wrapped handlers an :class:`ErrorInterceptor` keeps (servers register a fixed set of methods)."""
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
-    """Maps a :class:`~hoist.errors.HoistError` escaping any handler to its status code and message."""
+    """Maps a :class:`~hoist.errors.HoistError` escaping any handler to its status code and message.
+
+    Each method's handler is wrapped once and reused on every call (clients such as ``ctr`` make
+    thousands of small calls); a handler whose servicer already maps errors (:func:`translate_errors`)
+    is served as it is.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[tuple[str, Any], Any] = {}
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
-        if handler.stream_unary is not None:
-            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
-        if handler.stream_stream is not None:
-            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
-        return handler
+        key = (method, handler)
+        try:
+            return self._wrapped[key]
+        except KeyError:
+            pass
+        except TypeError:  # a handler with unhashable parts: wrap it for this call only
+            return _wrap_handler(handler, method)
+        wrapped = _wrap_handler(handler, method)
+        if len(self._wrapped) < _MAX_WRAPPED:
+            self._wrapped[key] = wrapped
+        return wrapped
+
+
+def _wrap_handler(handler: Any, method: str) -> Any:
+    for kind, wrap in (("unary_unary", _wrap_unary), ("stream_unary", _wrap_unary),
+                       ("unary_stream", _wrap_stream), ("stream_stream", _wrap_stream)):
+        fn = getattr(handler, kind)
+        if fn is not None:
+            if _maps_errors(fn):
+                return handler
+            return handler._replace(**{kind: wrap(fn, method)})
+    return handler
 
 
 C = TypeVar("C")
@@ -168,6 +194,17 @@ def translate_errors(cls: C) -> C:
     return cls
 
 
+_MAPPING: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+"""The servicer methods :func:`translate_errors` made, which map errors themselves."""
+
+
+def _maps_errors(fn: Callable[..., Any]) -> bool:
+    try:
+        return getattr(fn, "__func__", fn) in _MAPPING
+    except TypeError:  # an unhashable callable
+        return False
+
+
 def _wrap_unary_method(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
     @functools.wraps(fn)
     def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
@@ -176,6 +213,7 @@ def _wrap_unary_method(fn: Callable[..., Any], method: str) -> Callable[..., Any
         except HoistError as err:
             _abort(context, err, method)
 
+    _MAPPING.add(handler)
     return handler
 
 
@@ -187,6 +225,7 @@ def _wrap_stream_method(fn: Callable[..., Iterator[Any]], method: str) -> Callab
         except HoistError as err:
             _abort(context, err, method)
 
+    _MAPPING.add(handler)
     return handler
 
 

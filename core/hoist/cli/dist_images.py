@@ -55,6 +55,8 @@ def fetch(g: Any, ref: str, platforms: tuple[str, ...], all_platforms: bool, as_
     """Fetch everything image REF needs into the content store and name it in the metadata store.
 
     Blobs already present are not requested again; an interrupted fetch resumes where it stopped.
+    The fetch holds a lease while it runs, so a daemon collecting garbage on the same root keeps what
+    it wrote before the image is named.
     The last line gives the image's name and digest, the blobs fetched and already present, the
     bytes moved, the time and the rate.
     """
@@ -64,7 +66,7 @@ def fetch(g: Any, ref: str, platforms: tuple[str, ...], all_platforms: bool, as_
         raise InvalidArgumentError("--platform and --all-platforms cannot be used together")
     options = attrs.evolve(resolver_options, max_concurrency=max_concurrent_downloads)
     lbl = _labels(labels)
-    with g.client() as c:
+    with g.client() as c, c.with_lease():
         renderer = renderer_for("json" if as_json else progress_mode, sys.stdout if as_json else sys.stderr)
         tracker = ProgressTracker(c.content, renderer)
         with tracker:
@@ -147,19 +149,29 @@ def images_inspect(g: Any, name: str) -> None:
 
 @images.command("rm")
 @click.argument("names", nargs=-1, required=True)
+@click.option("--sync", is_flag=True,
+              help="Collect garbage before returning: the blobs and snapshots only these images used go too.")
 @click.pass_obj
-def images_rm(g: Any, names: tuple[str, ...]) -> None:
-    """Remove image records (their content stays until garbage collection)."""
+def images_rm(g: Any, names: tuple[str, ...], sync: bool) -> None:
+    """Remove image records (their content stays until garbage collection, or goes at once with --sync).
+
+    With --sync, what another image or namespace still uses stays.
+    """
     missing = []
     with g.client() as c:
         store = _image_store(c)
         for n in names:
             try:
-                store.delete(n)
+                if sync and c.remote:
+                    store.delete(n, sync=True)
+                else:
+                    store.delete(n)
             except NotFoundError:
                 missing.append(n)
                 continue
             click.echo(n)
+        if sync and not c.remote:
+            c.collect_garbage()
     if missing:
         raise NotFoundError(f"image {', '.join(repr(m) for m in missing)}: not found")
 

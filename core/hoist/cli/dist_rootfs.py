@@ -25,8 +25,6 @@ def choose_snapshotter(c: Any, name: str | None) -> tuple[str, Any]:
 
     :raises NotFoundError: the named (or any) snapshotter plugin is not loaded.
     """
-    from hoist.snapshots import namespaced
-
     if c.remote:
         # a real containerd reports its snapshotters as io.containerd.snapshotter.v1
         ok = {r.id for r in c.plugin_results() if r.type in (SNAPSHOTTER_TYPE, "io.containerd.snapshotter.v1") and r.ok}
@@ -41,16 +39,16 @@ def choose_snapshotter(c: Any, name: str | None) -> tuple[str, Any]:
         if name not in loaded:
             why = _reason(c, name)
             raise NotFoundError(f"snapshotter {name}: not loaded{': ' + why if why else ''}")
-        return name, namespaced(loaded[name], c.namespace)
+        return name, c.snapshotter(name)
     if "overlayfs" in loaded:
-        return "overlayfs", namespaced(loaded["overlayfs"], c.namespace)
+        return "overlayfs", c.snapshotter("overlayfs")
     if "native" in loaded:
         why = _reason(c, "overlayfs")
         log.info("%s.overlayfs not available%s; using native", SNAPSHOTTER_TYPE, f" ({why})" if why else "")
-        return "native", namespaced(loaded["native"], c.namespace)
+        return "native", c.snapshotter("native")
     if loaded:
         sid = sorted(loaded)[0]
-        return sid, namespaced(loaded[sid], c.namespace)
+        return sid, c.snapshotter(sid)
     raise NotFoundError(f"no {SNAPSHOTTER_TYPE} plugin is loaded")
 
 

@@ -79,7 +79,7 @@ def import_(g: Any, file: str, name: str | None, base_name: str | None, platform
     from hoist.ocilayout import import_archive
 
     matcher = _matcher(platforms, all_platforms)
-    with g.client() as c:
+    with g.client() as c, c.with_lease():
         result = import_archive(c.content, c.metadata.images(c.namespace), file, name=name, base_name=base_name,
                                 matcher=matcher, labels=_labels(labels))
     for img in result.images:

@@ -174,13 +174,14 @@ def _pull(c: Any, ref: str, options: ResolverOptions, progress_mode: str) -> str
         return images.get(ref).name
     except NotFoundError:
         pass
-    parts = FetchParts(content=c.content, metadata=_MetadataOf(images), resolver=c.resolver(ref, options),
-                       namespace=c.namespace)  # fmt: skip
     if progress_mode != "none":
         click.echo(f"pulling {ref}", err=True)
-    tracker = ProgressTracker(c.content, renderer_for(progress_mode, sys.stderr))
-    with tracker:
-        image = fetch(parts, ref, (), tracker, resolver_options=options)
+    with c.with_lease():  # what the pull writes is safe from garbage collection until the image is named
+        parts = FetchParts(content=c.content, metadata=_MetadataOf(images), resolver=c.resolver(ref, options),
+                           namespace=c.namespace)  # fmt: skip
+        tracker = ProgressTracker(c.content, renderer_for(progress_mode, sys.stderr))
+        with tracker:
+            image = fetch(parts, ref, (), tracker, resolver_options=options)
     if progress_mode != "none":
         click.echo(f"{image.name} {image.target.digest}: {tracker.summary().line()}", err=True)
     return image.name

@@ -1,10 +1,11 @@
-"""The metadata store: namespaces, images, content labels and leases (SQLite, WAL).
+"""The metadata store: namespaces, images, content records and labels, leases and containers (SQLite, WAL).
 
 The ``hoist.metadata.v1.sqlite`` builtin plugin (:mod:`hoist.metadata.plugin`) opens it under its root.
 """
 
 from __future__ import annotations
 
+from hoist.metadata.content import ContentBinding, NamespacedContentStore
 from hoist.metadata.store import (
     DEFAULT_NAMESPACE,
     ContentLabelStore,
@@ -18,11 +19,13 @@ from hoist.metadata.store import (
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "ContentBinding",
     "ContentLabelStore",
     "ImageStore",
     "Lease",
     "LeaseResource",
     "LeaseStore",
+    "NamespacedContentStore",
     "SQLiteMetadataStore",
     "validate_namespace",
 ]

@@ -70,6 +70,19 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (namespace, id)
     );
     """,
+    # Content is namespaced: a row of ``content`` is a namespace's record of a blob (its size and labels).
+    # A root written before records existed has blobs on disk and no rows; ``content.adopt`` marks that
+    # they still have to be adopted (hoist.metadata.content.ContentBinding.adopt does it, once).
+    """
+    ALTER TABLE content ADD COLUMN size INTEGER NOT NULL DEFAULT -1;
+    CREATE INDEX content_by_digest ON content (digest);
+    CREATE INDEX lease_resources_by_id ON lease_resources (type, id);
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO settings (key, value) VALUES ('content.adopt', 'pending');
+    """,
 )
 
 #: The schema version this Hoist writes.

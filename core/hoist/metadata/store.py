@@ -1,4 +1,4 @@
-"""SQLite metadata store: namespaces, images, content labels, leases and containers, in WAL mode.
+"""SQLite metadata store: namespaces, images, content records, leases and containers, in WAL mode.
 
 One file (``meta.db``) under the plugin's root.  Writers take SQLite's write lock with a busy timeout, so a
 database locked by another process makes Hoist wait rather than fail; a file that is not a readable
@@ -32,6 +32,7 @@ from hoist.metadata.schema import MIGRATIONS, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from hoist.metadata.containers import ContainerStore
+    from hoist.metadata.content import ContentBinding, NamespacedContentStore
 
 DEFAULT_NAMESPACE = "default"
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
@@ -90,17 +91,27 @@ class LeaseResource:
 class SQLiteMetadataStore:
     """The metadata store over one SQLite database file.
 
-    Thread-safe: each thread gets its own connection.  Use :meth:`images`, :meth:`content_labels` and
-    :meth:`leases` for views scoped to a namespace.
+    Thread-safe: each thread gets its own connection.  Use :meth:`images`, :meth:`content`, :meth:`leases`
+    and :meth:`containers` for views scoped to a namespace.
 
     :param path: the database file (created with the schema when missing).
     :param busy_timeout: seconds to wait for another process's write lock before ``UnavailableError``.
+    :param content_sharing_policy: ``shared`` (a namespace may record a blob another namespace already
+        stored without sending its bytes) or ``isolated`` (it must send them), as containerd's setting.
     :raises FailedPreconditionError: the file is not a usable database, or its schema is newer.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 60.0) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 60.0, content_sharing_policy: str = "shared") -> None:
+        from hoist.metadata.content import SHARING_POLICIES
+
+        if content_sharing_policy not in SHARING_POLICIES:
+            raise InvalidArgumentError(
+                f"content sharing policy {content_sharing_policy!r}: expected one of {', '.join(SHARING_POLICIES)}"
+            )
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self.content_sharing_policy = content_sharing_policy
+        self._bindings: dict[int, ContentBinding] = {}
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -109,7 +120,7 @@ class SQLiteMetadataStore:
         self._busy = threading.Condition()
         self._active = 0
         self._closing = False
-        self._migrate()
+        self._open_schema()
 
     # -- connections and transactions ---------------------------------------------------------------
 
@@ -157,20 +168,51 @@ class SQLiteMetadataStore:
                 self._busy.notify_all()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction.
+
+        ``durable=False`` skips the fsync of the write-ahead log at commit (SQLite's ``synchronous =
+        NORMAL``): for records a later durable commit confirms anyway — the log is appended in order, so
+        that commit's fsync makes every earlier one durable too.  After a crash before it, the database
+        is consistent and simply lacks those records.
+        """
         with self._using() as c, self._translate():
-            c.execute("BEGIN IMMEDIATE")
+            if not durable:
+                c.execute("PRAGMA synchronous = NORMAL")
             try:
-                yield c
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            c.execute("COMMIT")
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    yield c
+                except BaseException:
+                    c.execute("ROLLBACK")
+                    raise
+                c.execute("COMMIT")
+            finally:
+                if not durable:
+                    c.execute("PRAGMA synchronous = FULL")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self._using() as c, self._translate():
             yield c
+
+    def _open_schema(self) -> None:
+        # Processes opening a new database at once can meet SQLITE_BUSY that SQLite reports without waiting
+        # (switching to WAL, or recovering one another's WAL): try again until the busy timeout.
+        import time
+
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                self._migrate()
+                return
+            except UnavailableError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                self.close()
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
 
     def _migrate(self) -> None:
         with self._using() as c, self._translate():
@@ -283,8 +325,29 @@ class SQLiteMetadataStore:
         return ImageStore(self, validate_namespace(namespace))
 
     def content_labels(self, namespace: str = DEFAULT_NAMESPACE) -> ContentLabelStore:
-        """Labels on blobs, per namespace."""
+        """The labels of the blobs ``namespace`` records."""
         return ContentLabelStore(self, validate_namespace(namespace))
+
+    def content_binding(self, raw: Any) -> ContentBinding:
+        """The content store plugin ``raw`` bound to this database (one per store; see :mod:`hoist.metadata.content`)."""
+        from hoist.metadata.content import ContentBinding
+
+        with self._lock:
+            found = self._bindings.get(id(raw))
+            if found is None or found.raw is not raw:
+                found = ContentBinding(self, raw, shared=self.content_sharing_policy == "shared")
+                self._bindings[id(raw)] = found
+        return found
+
+    def content(self, raw: Any, namespace: str = DEFAULT_NAMESPACE, *, lease: str | None = None,
+                hold_on_read: bool = False) -> NamespacedContentStore:
+        """The content of ``namespace``: a :class:`hoist.content.Store` over its records of the blobs in ``raw``.
+
+        :param raw: the ``hoist.content.v1`` store holding the bytes.
+        :param lease: a lease of ``namespace`` holding what this view commits (see
+            :meth:`hoist.metadata.content.ContentBinding.namespace`).
+        """
+        return self.content_binding(raw).namespace(namespace, lease=lease, hold_on_read=hold_on_read)
 
     def leases(self, namespace: str = DEFAULT_NAMESPACE) -> LeaseStore:
         """The leases of ``namespace``."""
@@ -463,14 +526,18 @@ class ImageStore:
 
 
 class ContentLabelStore:
-    """Labels on committed blobs, per namespace (as containerd's metadata keeps them)."""
+    """The labels of the blobs one namespace records (its content records: see :mod:`hoist.metadata.content`).
+
+    Labels exist only on a record: a namespace labels the blobs it has.  Adding and removing records is
+    the job of the namespace's content view (:meth:`SQLiteMetadataStore.content`).
+    """
 
     def __init__(self, db: SQLiteMetadataStore, namespace: str) -> None:
         self.db = db
         self.namespace = namespace
 
     def get(self, digest: Digest | str) -> dict[str, str]:
-        """The labels of ``digest`` (empty when none were set)."""
+        """The labels of ``digest`` (empty when none were set, or the namespace has no record of it)."""
         with self.db._read() as c:
             row = c.execute(
                 "SELECT labels FROM content WHERE namespace = ? AND digest = ?", (self.namespace, str(Digest.parse(digest)))
@@ -478,12 +545,16 @@ class ContentLabelStore:
         return json.loads(row[0]) if row else {}
 
     def set(self, digest: Digest | str, labels: Mapping[str, str], *fieldpaths: str) -> dict[str, str]:
-        """Replace the labels (all, or only the ``labels.<key>`` paths given); returns the result."""
+        """Replace the labels (all, or only the ``labels.<key>`` paths given); returns the result.
+
+        :raises NotFoundError: the namespace has no record of ``digest``.
+        """
         dg = str(Digest.parse(digest))
         with self.db._write() as c:
-            self.db._ensure_namespace(c, self.namespace)
             row = c.execute("SELECT labels FROM content WHERE namespace = ? AND digest = ?", (self.namespace, dg)).fetchone()
-            current = json.loads(row[0]) if row else {}
+            if row is None:
+                raise NotFoundError(f"content {dg}: not found")
+            current = json.loads(row[0])
             if not fieldpaths or "labels" in fieldpaths:
                 new = dict(labels)
             else:
@@ -496,19 +567,20 @@ class ContentLabelStore:
                         new[key] = labels[key]
                     else:
                         new.pop(key, None)
-            now = _now()
             c.execute(
-                "INSERT INTO content (namespace, digest, labels, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (namespace, digest) DO UPDATE SET labels = excluded.labels, updated_at = excluded.updated_at",
-                (self.namespace, dg, _labels_json(new), now, now),
+                "UPDATE content SET labels = ?, updated_at = ? WHERE namespace = ? AND digest = ?",
+                (_labels_json(new), _now(), self.namespace, dg),
             )
         return new
 
     def delete(self, digest: Digest | str) -> None:
+        """Remove every label of ``digest`` (the record stays)."""
         with self.db._write() as c:
-            c.execute("DELETE FROM content WHERE namespace = ? AND digest = ?", (self.namespace, str(Digest.parse(digest))))
+            c.execute("UPDATE content SET labels = '{}', updated_at = ? WHERE namespace = ? AND digest = ?",
+                      (_now(), self.namespace, str(Digest.parse(digest))))
 
     def list(self) -> dict[str, dict[str, str]]:
+        """``{digest: labels}`` of every blob the namespace records."""
         with self.db._read() as c:
             rows = c.execute("SELECT digest, labels FROM content WHERE namespace = ? ORDER BY digest", (self.namespace,))
             return {d: json.loads(lb) for d, lb in rows}

@@ -1,5 +1,11 @@
 """The Content service (``hoist.grpc.v1.content``): containerd.services.content.v1.Content over a content store.
 
+Every call works on the content of its namespace (``containerd-namespace``): the metadata store's records
+of the blobs in the ``hoist.content.v1`` store (:mod:`hoist.metadata.content`), so a blob another
+namespace has is NOT_FOUND here, labels are per namespace, and Delete removes this namespace's record
+(the bytes go with the last one).  A call under a lease (``containerd-lease``) adds what it writes, or is
+told already exists, to that lease.
+
 Write follows containerd's protocol: the first request names the ref and takes its lock for the
 stream's life; STAT reports, WRITE appends at the current offset (offset 0 on a non-empty ingest
 starts it over, any other offset is OUT_OF_RANGE), COMMIT verifies and publishes, and a request that
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
@@ -18,7 +25,7 @@ from hoist.api import convert
 from hoist.api.containerd.services.content.v1 import content_pb2, content_pb2_grpc
 from hoist.api.errors import translate_errors
 from hoist.api.server import lease_of, namespace_of
-from hoist.content import Descriptor, Digest, Info, Store
+from hoist.content import Descriptor, Digest, Info, ReaderAt, Store
 from hoist.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -35,6 +42,7 @@ READ_CHUNK = 1 << 20
 """Bytes per ReadContentResponse."""
 LIST_BATCH = 100
 """Infos per ListContentResponse."""
+_MAX_VIEWS = 1024
 
 
 def _digest(value: str, what: str = "digest") -> Digest:
@@ -43,20 +51,69 @@ def _digest(value: str, what: str = "digest") -> Digest:
     return Digest.parse(value)
 
 
+def _read_small(ra: ReaderAt, digest: Digest, offset: int, size: int) -> bytes:
+    """Up to ``size`` bytes at ``offset`` (at most one message), fewer only at the end of the blob.
+
+    :raises OutOfRangeError: ``offset`` is past the end of the blob.
+    """
+    try:
+        data = ra.read_at(offset, size)
+    except OutOfRangeError:
+        data = None
+    if data is not None and len(data) == size:
+        return data
+    total = ra.size
+    if offset > total:
+        raise OutOfRangeError(f"content {digest}: read past object length {total} bytes")
+    if data is None or offset + len(data) < min(total, offset + size):
+        raise FailedPreconditionError(f"content {digest}: short read at offset {offset} of {total}")
+    return data
+
+
 @translate_errors
 class ContentService(content_pb2_grpc.ContentServicer):
-    """containerd.services.content.v1.Content backed by a :class:`~hoist.content.Store`."""
+    """containerd.services.content.v1.Content backed by a :class:`~hoist.content.Store`.
 
-    def __init__(self, store: Store, plugins: Plugins | None = None) -> None:
+    :param store: the ``hoist.content.v1`` store.
+    :param plugins: where the metadata store is found; without one (or without ``metadata``) every
+        namespace sees ``store`` whole, as a bare content store has no namespaces.
+    :param metadata: the metadata store, when not looked up through ``plugins``.
+    """
+
+    def __init__(self, store: Store, plugins: Plugins | None = None, *, metadata: Any = None) -> None:
         self._store = store
         self._plugins = plugins
+        self._metadata = metadata
+        self._binding: Any = None
+        self._views: dict[tuple[str, str | None], Any] = {}
 
     def register(self, server: grpc.Server) -> None:
         content_pb2_grpc.add_ContentServicer_to_server(self, server)
 
+    def _bound(self) -> Any:
+        if self._binding is None:
+            metadata = self._metadata
+            if metadata is None and self._plugins is not None:
+                metadata = self._plugins.optional("hoist.metadata.v1")
+            bind = getattr(metadata, "content_binding", None)
+            if bind is None:
+                return None
+            self._binding = bind(self._store)
+        return self._binding
+
     def _store_for(self, context: grpc.ServicerContext) -> Store:
-        namespace_of(context)
-        return self._store
+        """The content of the call's namespace, under its lease (a bare store without a metadata store)."""
+        ns = namespace_of(context)
+        binding = self._bound()
+        if binding is None:
+            return self._store
+        key = (ns, lease_of(context))
+        view = self._views.get(key)
+        if view is None:  # views hold no per-call state: one per namespace and lease serves every call
+            if len(self._views) >= _MAX_VIEWS:
+                self._views.clear()
+            view = self._views[key] = binding.namespace(ns, lease=key[1])
+        return view
 
     def Info(self, request: content_pb2.InfoRequest, context: grpc.ServicerContext) -> content_pb2.InfoResponse:
         store = self._store_for(context)
@@ -91,8 +148,14 @@ class ContentService(content_pb2_grpc.ContentServicer):
         # reader_at alone (no Info: no labels read): ctr reads in many small calls
         ra = store.reader_at(Descriptor(media_type="", digest=digest, size=0))
         try:
-            total = ra.size
             offset = max(request.offset, 0)
+            if 0 < request.size <= READ_CHUNK:
+                # ctr's ReadAt (32 KiB at a time): one read, one message; the size only at the end
+                data = _read_small(ra, digest, offset, request.size)
+                if data:
+                    yield content_pb2.ReadContentResponse(offset=offset, data=data)
+                return
+            total = ra.size
             if offset > total:
                 raise OutOfRangeError(f"content {digest}: read past object length {total} bytes")
             size = request.size
@@ -130,6 +193,8 @@ class ContentService(content_pb2_grpc.ContentServicer):
         store = self._store_for(context)
         ns, lease = namespace_of(context), lease_of(context)
         metadata = self._plugins.optional("hoist.metadata.v1") if lease and self._plugins is not None else None
+        # a namespaced view adds what it commits (or finds already there) to the lease itself
+        leased_by_store = getattr(store, "lease", None) is not None
         req = next(request_iterator, None)
         if req is None:
             return
@@ -140,7 +205,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         try:
             session = _WriteSession(store, req.ref, req.total, expected)
         except AlreadyExistsError:
-            if expected is not None:  # the lease holds the blob the caller wanted, as containerd does
+            if expected is not None and not leased_by_store:  # the lease holds the blob the caller wanted
                 add_lease_resource(metadata, ns, lease, "content", str(expected))
             raise
         try:
@@ -151,7 +216,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
                     if session.expected is not None:
                         add_lease_resource(metadata, ns, lease, "content", str(session.expected))
                     raise
-                if req.action == content_pb2.COMMIT:
+                if req.action == content_pb2.COMMIT and not leased_by_store:
                     add_lease_resource(metadata, ns, lease, "content", resp.digest)
                 yield resp
                 if req.action == content_pb2.COMMIT:
@@ -187,7 +252,10 @@ class _WriteSession:
                 pass
             else:
                 writer.close()
-                self.store.abort(self.ref)
+                try:
+                    self.store.abort(self.ref)
+                except NotFoundError:
+                    pass  # a writer of a blob shared from another namespace has no ingest to discard
                 raise AlreadyExistsError(f"blob with expected digest {self.expected} exists")
         if req.total > 0:
             self.total = req.total

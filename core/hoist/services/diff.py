@@ -1,6 +1,6 @@
 """The Diff service (``hoist.grpc.v1.diff``): containerd.services.diff.v1.Diff, applying layers with Hoist's applier.
 
-Apply reads the layer blob from the content store and applies it onto the mounts the caller got from
+Apply reads the layer blob from the content of the call's namespace and applies it onto the mounts the caller got from
 Prepare (:func:`hoist.archive.apply_to_mounts`: gzip, zstd or plain tar, whiteouts, nothing written
 outside the snapshot), answering the descriptor of the uncompressed layer (its digest is the diff ID).
 Computing a diff between two trees is not offered: Diff answers UNIMPLEMENTED.
@@ -16,10 +16,12 @@ import grpc
 from hoist.api import convert
 from hoist.api.containerd.services.diff.v1 import diff_pb2, diff_pb2_grpc
 from hoist.api.errors import translate_errors
+from hoist.api.server import namespace_of
 from hoist.archive import apply_to_mounts
 from hoist.content import Descriptor, ReaderAtFile
 from hoist.errors import FailedPreconditionError, InvalidArgumentError, UnsupportedError
 from hoist.plugin import InitContext, Registration, hookimpl
+from hoist.services.support import Plugins
 
 log = logging.getLogger("hoist.grpc.v1.diff")
 
@@ -31,8 +33,8 @@ MEDIA_TYPE_LAYER = "application/vnd.oci.image.layer.v1.tar"
 class DiffService(diff_pb2_grpc.DiffServicer):
     """containerd.services.diff.v1.Diff over a content store and Hoist's layer applier."""
 
-    def __init__(self, content: Any) -> None:
-        self._content = content
+    def __init__(self, plugins: Plugins) -> None:
+        self._plugins = plugins
 
     def register(self, server: grpc.Server) -> None:
         diff_pb2_grpc.add_DiffServicer_to_server(self, server)
@@ -46,7 +48,8 @@ class DiffService(diff_pb2_grpc.DiffServicer):
             raise UnsupportedError("apply: stream processor payloads are not supported")
         desc = convert.descriptor_from_pb(request.diff)
         mounts = [convert.mount_from_pb(m) for m in request.mounts]
-        ra = self._content.reader_at(desc)
+        # the layer must be content of the caller's namespace, as every other content read
+        ra = self._plugins.content(namespace_of(context)).reader_at(desc)
         with ReaderAtFile(ra) as stream:
             if desc.size and ra.size != desc.size:
                 raise FailedPreconditionError(
@@ -62,7 +65,8 @@ class DiffService(diff_pb2_grpc.DiffServicer):
 
 
 def _init(ic: InitContext) -> DiffService:
-    return DiffService(ic.get("hoist.content.v1"))
+    ic.get("hoist.content.v1")
+    return DiffService(Plugins(ic))
 
 
 @hookimpl

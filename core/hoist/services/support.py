@@ -61,6 +61,14 @@ class Plugins:
         found = self._ic.get_all(type)
         return found[sorted(found)[0]] if found else None
 
+    def content(self, namespace: str, *, lease: str | None = None) -> Any:
+        """The content of ``namespace`` (the metadata store's view), or the bare store without a metadata store."""
+        raw = self.optional("hoist.content.v1")
+        metadata = self.optional("hoist.metadata.v1")
+        if raw is None or getattr(metadata, "content", None) is None:
+            return raw
+        return metadata.content(raw, namespace, lease=lease)
+
     def snapshotters(self) -> dict[str, Any]:
         return self._ic.get_all(SNAPSHOTTER_TYPE)
 

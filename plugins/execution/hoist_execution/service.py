@@ -152,6 +152,11 @@ class ExecutionService:
                 return sid, namespaced(loaded[sid], namespace)
         raise NotFoundError(f"no {SNAPSHOTTER_TYPE} plugin is loaded")
 
+    def _content(self, namespace: str) -> Any:
+        """The content of ``namespace``: the metadata store's records over the content store (its labels are GC roots)."""
+        view = getattr(self.metadata, "content", None)
+        return view(self.content, namespace) if view is not None else self.content
+
     def _store(self, namespace: str) -> Any:
         return self.metadata.containers(check_identifier("namespace", namespace))
 
@@ -167,12 +172,13 @@ class ExecutionService:
             image = self.metadata.images(namespace).get(name)
         except NotFoundError:
             raise NotFoundError(f"image {name}: not found in namespace {namespace}; pull it first (dist pull {name})") from None
-        _mdesc, manifest, config = image_layers(self.content, image.target, Matcher.from_specs([]))
+        content = self._content(namespace)
+        _mdesc, manifest, config = image_layers(content, image.target, Matcher.from_specs([]))
         if not manifest.layers:
             raise InvalidArgumentError(f"image {name}: has no layers to make a root filesystem from")
-        result = unpack(self.content, sn, manifest.layers, config)
+        result = unpack(content, sn, manifest.layers, config)
         assert result.chain_id is not None
-        label_config(self.content, manifest.config, sid, result.chain_id)
+        label_config(content, manifest.config, sid, result.chain_id)
         return str(result.chain_id), ImageConfig.from_json(config)
 
     def _spec(self, id: str, image: Any, options: CreateOptions, mounts: list[Any]) -> dict[str, Any]:
