@@ -1,21 +1,30 @@
-"""``dist push`` and ``dist push-object`` as a user runs them, against the real registry, and the docs/push.md example."""
+"""``dist push`` and ``dist push-object`` as a user runs them, against the real registry, and the docs/push.md example.
+
+Also: a push killed (``kill -9``) or interrupted (Ctrl-C) in the middle of a chunked upload resumes on
+the next run from the offset the registry holds, seen through a recording proxy.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import shlex
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from support.faultproxy import respond
+from support.faultproxy import respond, stall
 from support import cli
-from support.cli import local_env, run_dist
+from support.cli import LOCAL_BUILTINS, config_env, local_env, run_dist, write_config
+from support.registry import _skopeo_env
 
 REPO = Path(__file__).resolve().parents[2]
 DIST = [cli.DIST]
+RESOLVER = "hoist.resolver.v1.docker"
+MiB = 1 << 20
 
 
 @pytest.fixture
@@ -119,3 +128,117 @@ def test_docs_example(registry, env, tmp_path: Path, repo_name: str) -> None:
         pattern = re.escape(line.replace("$REGISTRY", registry.host).replace("$REPO", repo_name)).replace("…", ".*")
         assert re.search(pattern, r.stdout), (line, r.stdout)
     assert registry.manifest_bytes(repo_name, "again") == registry.pushed["test/busybox:1"].layout.image.manifest_bytes
+
+
+# -- an interrupted push resumes on the next run -----------------------------------------------------------
+
+
+def chunked_env(tmp_path: Path) -> dict[str, str]:
+    """Blobs above 1 MiB go up in 1 MiB chunks (the config and manifest stay monolithic)."""
+    cfg = write_config(tmp_path / "config.toml", tmp_path, ("hoist.content.v1.local", RESOLVER, *LOCAL_BUILTINS),
+                       plugin_config={RESOLVER: f"chunk_size = {MiB}\nchunked_upload_threshold = {MiB}"})
+    return config_env(cfg)
+
+
+def upload_states(tmp_path: Path) -> list[Path]:
+    d = tmp_path / "root" / RESOLVER / "uploads"
+    return sorted(d.iterdir()) if d.exists() else []
+
+
+def wait_for_patches(proxy, proc: subprocess.Popen, count: int) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 120
+    while len([r for r in proxy.requests if r.method == "PATCH"]) < count:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the push never got that far"
+        time.sleep(0.05)
+
+
+def fetched_big_image(registry, images, env: dict[str, str], repo_name: str):  # type: ignore[no-untyped-def]
+    layout = images.random_layers(count=1, mib=17, seed=7300)
+    registry.push_http(layout, repo_name, "src")
+    src = registry.ref(f"{repo_name}:src")
+    r = dist(env, "fetch", "--plain-http", "--progress", "none", src)
+    assert r.returncode == 0, r.stderr
+    return layout, src
+
+
+def check_resumed_run(proxy, other, layout, mark: int, stdout: str, resumed_at: int) -> None:  # type: ignore[no-untyped-def]
+    """The second run asked where the session stands, then went on from ``resumed_at``, and the image reads back."""
+    layer = layout.image.layers[0].descriptor
+    second = [r for r in proxy.requests[mark:] if r.method != "HEAD"]
+    patches = [r for r in second if r.method == "PATCH"]
+    first = second.index(patches[0])
+    assert (second[first - 1].method, second[first - 1].status) == ("GET", 204)
+    assert second[first - 1].path.startswith("/v2/copy/big/blobs/uploads/")
+    assert patches[0].headers["content-range"] == f"{resumed_at}-{resumed_at + MiB - 1}"
+    assert sum(int(r.headers["content-length"]) for r in patches) == layer.size - resumed_at
+    events = [json.loads(line) for line in stdout.splitlines()]
+    uploading = [e for e in events if e["event"] == "state" and e["ref"] == f"layer-{layer.digest}"
+                 and e["state"] == "uploading"]
+    assert [e["offset"] for e in uploading] == [resumed_at]   # the bar starts where the registry stands
+    assert events[-1]["event"] == "image" and events[-1]["target"]["digest"] == str(layout.image.manifest.digest)
+
+    assert other.blob_path(layer.digest).read_bytes() == layout.blob(layer.digest)
+    raw = subprocess.run(["skopeo", "inspect", "--raw", *other.skopeo_inspect_args(), "docker://" + other.ref("copy/big:1")],
+                         capture_output=True, timeout=120, check=True, env=_skopeo_env(other.workdir)).stdout
+    assert raw == layout.image.manifest_bytes
+
+
+def test_a_killed_push_resumes_from_the_registry_offset(registry, registry_factory, fault_proxy, images,
+                                                        tmp_path: Path, repo_name: str) -> None:
+    env = chunked_env(tmp_path)
+    layout, src = fetched_big_image(registry, images, env, repo_name)
+    other = registry_factory()
+    proxy = fault_proxy(other)
+    # Three chunks go in; the fourth is held by the proxy (never reaching the registry) and the push is killed.
+    proxy.inject(path=r"/blobs/uploads/", method="PATCH", times=3)
+    proxy.inject(stall(600), path=r"/blobs/uploads/", method="PATCH", times=1)
+    dest = f"{proxy.host}/copy/big:1"
+    proc = subprocess.Popen([cli.DIST, "push", "--plain-http", "--progress", "none", dest, src], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_patches(proxy, proc, 4)
+        [state] = upload_states(tmp_path)
+        assert json.loads(state.read_text())["digest"] == str(layout.image.layers[0].descriptor.digest)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+    mark = len(proxy.requests)
+    r = dist(env, "push", "--plain-http", "--json", dest, src)
+    assert r.returncode == 0, r.stderr
+    check_resumed_run(proxy, other, layout, mark, r.stdout, 3 * MiB)
+    assert upload_states(tmp_path) == []
+
+
+def test_an_interrupted_push_finishes_its_chunk_and_resumes(registry, registry_factory, fault_proxy, images,
+                                                            tmp_path: Path, repo_name: str) -> None:
+    env = chunked_env(tmp_path)
+    layout, src = fetched_big_image(registry, images, env, repo_name)
+    other = registry_factory()
+    proxy = fault_proxy(other)
+    rule = proxy.inject(stall(0.2), path=r"/blobs/uploads/", method="PATCH")   # slow enough to interrupt
+    dest = f"{proxy.host}/copy/big:1"
+    proc = subprocess.Popen([cli.DIST, "push", "--plain-http", "--progress", "none", dest, src], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_patches(proxy, proc, 3)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130
+    [state] = upload_states(tmp_path)
+    first_run = [r for r in proxy.requests if r.method == "PATCH"]
+    # Every chunk that started went in whole: the session stands at a chunk boundary the state file knows.
+    assert all(r.status == 202 for r in first_run)
+    rule.times = rule.hits   # no more stalls
+
+    mark = len(proxy.requests)
+    r = dist(env, "push", "--plain-http", "--json", dest, src)
+    assert r.returncode == 0, r.stderr
+    check_resumed_run(proxy, other, layout, mark, r.stdout, len(first_run) * MiB)
+    assert upload_states(tmp_path) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hoist.plugin import InitContext, Registration, hookimpl
 from hoist.remotes import ResolverOptions
 from hoist_resolver_docker.config import DockerResolverConfig
@@ -13,8 +15,10 @@ _SCHEME = "docker://"
 class DockerResolverPlugin:
     """The plugin instance: claims plain references (and ``docker://`` ones) and makes resolvers."""
 
-    def __init__(self, config: DockerResolverConfig) -> None:
+    def __init__(self, config: DockerResolverConfig, upload_state_dir: Path | None = None) -> None:
         self.config = config
+        #: Where pushes remember chunked upload sessions, to resume them in a later run.
+        self.upload_state_dir = upload_state_dir
 
     @property
     def max_concurrent_downloads(self) -> int:
@@ -30,11 +34,11 @@ class DockerResolverPlugin:
 
     def new_resolver(self, options: ResolverOptions | None = None) -> DockerResolver:
         """A resolver with its own connection pool and token cache."""
-        return DockerResolver(self.config, options)
+        return DockerResolver(self.config, options, upload_state_dir=self.upload_state_dir)
 
 
 def _init(ic: InitContext) -> DockerResolverPlugin:
-    return DockerResolverPlugin(ic.config if ic.config is not None else DockerResolverConfig())
+    return DockerResolverPlugin(ic.config if ic.config is not None else DockerResolverConfig(), ic.root / "uploads")
 
 
 @hookimpl

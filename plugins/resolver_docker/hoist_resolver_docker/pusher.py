@@ -7,12 +7,16 @@ monolithically (``POST`` then ``PUT ?digest=``) or, above ``chunked_upload_thres
 registry refuses a large body (413), in ``PATCH`` chunks with ``Content-Range`` that follow the
 ``Location`` and ``Range`` the registry returns.  A chunk cut off mid-way is resumed from the offset the
 registry reports for the session (``GET`` on the upload URL); a session the registry no longer accepts
-is restarted.  Manifests go up last with their exact bytes and media type, by tag or by digest.
+is restarted.  With an upload state directory (the plugin's root), chunked sessions are remembered
+across runs (:mod:`hoist_resolver_docker.uploads`): the next push of the blob asks the registry where
+the session stands and continues from there.  Manifests go up last with their exact bytes and media
+type, by tag or by digest.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urljoin
@@ -35,6 +39,7 @@ from hoist.images import mediatypes as mt
 from hoist_resolver_docker import transport as _transport
 from hoist_resolver_docker.hosts import RegistryHost
 from hoist_resolver_docker.transport import Body, close_quietly, error_for_status, parse_error_body
+from hoist_resolver_docker.uploads import UploadSessions
 
 log = logging.getLogger("hoist.resolver.v1.docker")
 
@@ -108,12 +113,16 @@ class DockerPusher:
     :param chunk_size: bytes per ``PATCH`` (default: the config's ``chunk_size``, else 16 MiB).
     :param chunked_upload_threshold: blobs larger than this are uploaded in chunks (default: the config's
         ``chunked_upload_threshold``, else 128 MiB).
+    :param upload_state_dir: where chunked upload sessions are remembered so a later run resumes them
+        (default: the resolver's ``upload_state_dir``, which the plugin sets to
+        ``<root>/hoist.resolver.v1.docker/uploads``; none: sessions are not remembered).
     :raises InvalidArgumentError: a malformed reference or a reference without a registry host.
     :raises UnsupportedError: no endpoint of the registry has the ``push`` capability.
     """
 
     def __init__(self, resolver: Any, ref: str | reference.Reference, *, chunk_size: int | None = None,
-                 chunked_upload_threshold: int | None = None) -> None:
+                 chunked_upload_threshold: int | None = None,
+                 upload_state_dir: str | os.PathLike[str] | None = None) -> None:
         parsed = ref if isinstance(ref, reference.Reference) else _parse_ref(ref)
         self._resolver = resolver
         self._ref = parsed
@@ -131,6 +140,8 @@ class DockerPusher:
             raise UnsupportedError(f"{parsed.locator}: no endpoint of {parsed.domain} has the 'push' capability")
         self._host: RegistryHost = hosts[0]
         self._scopes = (f"repository:{parsed.path}:pull,push",)
+        state_dir = upload_state_dir if upload_state_dir is not None else getattr(resolver, "upload_state_dir", None)
+        self.sessions: UploadSessions | None = UploadSessions(state_dir) if state_dir else None
 
     @property
     def locator(self) -> str:
@@ -251,10 +262,20 @@ class DockerPusher:
         wanted = tuple(dict.fromkeys((*sources, *distribution_sources(desc.annotations, self._ref.domain))))
         mounted, location = self._try_mounts(desc, wanted)
         if mounted:
+            self._drop_remembered(desc)
             return MOUNTED
         upload = _BlobUpload(self, desc, reader, on_state or (lambda _s, _o: None), on_progress or (lambda _o: None))
         upload.run(location)
         return COMMITTED
+
+    def _drop_remembered(self, desc: Descriptor) -> None:
+        """Forget (and cancel, best effort) a remembered session of a blob that no longer needs it."""
+        if self.sessions is None:
+            return
+        saved = self.sessions.get(self._ref.domain, self._ref.path, str(desc.digest))
+        if saved is not None:
+            self.sessions.forget(self._ref.domain, self._ref.path, str(desc.digest))
+            self.cancel_upload(saved.location)
 
     def _try_mounts(self, desc: Descriptor, sources: Iterable[str]) -> tuple[str, str | None]:
         """Mount from the first source that has the blob: ``(source, None)``; else ``("", upload URL or None)``."""
@@ -375,8 +396,16 @@ class _BlobUpload:
         self.name = pusher._name(desc)
         self.chunked = desc.size > pusher.chunked_upload_threshold
         self.chunk_size = pusher.chunk_size
+        self.min_chunk = 0
+        self.started: float | None = None
 
-    def body(self, start: int, length: int) -> Callable[[], Iterator[bytes]]:
+    def body(self, start: int, length: int, stopped: list[Exception] | None = None) -> Callable[[], Iterator[bytes]]:
+        """The request body for bytes ``start`` to ``start + length`` of the blob, reporting progress.
+
+        With ``stopped``, an exception from the progress callback (the push is being cancelled) is kept
+        there and the body is still sent whole: a chunk cut mid-way would leave the registry's session
+        at an offset this run never learns, which Docker Distribution then refuses to resume.
+        """
         reader, name, progress = self.reader, self.name, self.on_progress
 
         def gen() -> Iterator[bytes]:
@@ -390,25 +419,88 @@ class _BlobUpload:
                     raise FailedPreconditionError(f"content {name}: local blob ended at byte {pos}, expected {end}")
                 pos += len(data)
                 yield data
-                progress(pos)
+                if stopped is None:
+                    progress(pos)
+                elif not stopped:
+                    try:
+                        progress(pos)
+                    except Exception as e:  # noqa: BLE001 - re-raised once the chunk is in
+                        stopped.append(e)
 
         return gen
+
+    # -- remembered sessions (across runs) ----------------------------------------------------------------
+
+    def _remember(self, location: str) -> None:
+        sessions = self.p.sessions
+        if sessions is not None:
+            self.started = sessions.remember(self.p.registry, self.p.repository, str(self.desc.digest), location,
+                                             started=self.started, min_chunk=self.min_chunk).started
+
+    def _forget(self) -> None:
+        if self.p.sessions is not None:
+            self.p.sessions.forget(self.p.registry, self.p.repository, str(self.desc.digest))
+        self.started = None
+
+    def _resume(self) -> tuple[str, int] | None:
+        """The remembered session of an earlier run, if the registry still holds it: ``(URL, next offset)``.
+
+        Whatever goes wrong (gone, expired, refused, an offset past the blob's end) forgets it; a
+        network failure keeps the record for a later run.  ``None``: start a new session.
+        """
+        sessions = self.p.sessions
+        if sessions is None:
+            return None
+        saved = sessions.get(self.p.registry, self.p.repository, str(self.desc.digest))
+        if saved is None:
+            return None
+        try:
+            location, offset = self.p.upload_status(saved.location, self.name)
+        except UnavailableError as e:
+            log.info("%s: cannot ask about the upload session of an earlier run; starting a new one: %s", self.name, e)
+            return None
+        except HoistError as e:
+            log.info("%s: the upload session of an earlier run is gone; starting a new one: %s", self.name, e)
+            sessions.forget(self.p.registry, self.p.repository, str(self.desc.digest))
+            return None
+        if offset > self.desc.size:
+            log.warning("%s: registry claims %d bytes in the upload session of an earlier run, more than the "
+                        "blob's %d; starting a new upload", self.name, offset, self.desc.size)
+            sessions.forget(self.p.registry, self.p.repository, str(self.desc.digest))
+            self.p.cancel_upload(location)
+            return None
+        self.started, self.min_chunk = saved.started, saved.min_chunk
+        if saved.min_chunk:
+            self.chunk_size = max(self.chunk_size, saved.min_chunk)
+        log.info("%s: resuming the upload session of an earlier run at byte %d of %d", self.name, offset,
+                 self.desc.size)
+        return location, offset
 
     def run(self, location: str | None) -> None:
         policy = self.p._session.policy
         restarts = 0
+        offset = 0
+        resumed = self._resume()
+        if resumed is not None:
+            if location is not None:   # the session a refused mount offered is not needed
+                self.p.cancel_upload(location)
+            location, offset = resumed
+            self.chunked = self.chunked or offset > 0
         while True:
             try:
                 if location is None:
-                    location, min_chunk = self.p.start_upload(self.name)
-                    if min_chunk:
-                        self.chunk_size = max(self.chunk_size, min_chunk)
+                    location, self.min_chunk = self.p.start_upload(self.name)
+                    offset = 0
+                    if self.min_chunk:
+                        self.chunk_size = max(self.chunk_size, self.min_chunk)
                 if self.chunked:
-                    self._chunked(location)
+                    self._chunked(location, offset)
                 else:
                     self._monolithic(location)
+                self._forget()
                 return
             except _UploadLost as e:
+                self._forget()
                 restarts += 1
                 if restarts > policy.attempts:
                     raise UnavailableError(f"{self.name}: upload failed {restarts} times: {e}") from e
@@ -416,11 +508,16 @@ class _BlobUpload:
                 location = None
             except _TooLarge as e:
                 if self.chunked:
+                    self._forget()
                     raise e.error from None
                 log.info("%s: registry refused one %d-byte body; uploading in chunks", self.name, self.desc.size)
                 self.p.cancel_upload(location)
                 self.chunked = True
                 location = None
+            except (FailedPreconditionError, InvalidArgumentError):
+                # The registry refused the content (or the local blob is unreadable): resuming cannot help.
+                self._forget()
+                raise
 
     def _monolithic(self, location: str) -> None:
         self.on_state("uploading", 0)
@@ -440,19 +537,20 @@ class _BlobUpload:
                 return
             raise _UploadLost(str(e)) from e
 
-    def _chunked(self, location: str) -> None:
+    def _chunked(self, location: str, offset: int = 0) -> None:
         policy = self.p._session.policy
         size = self.desc.size
-        offset = 0
         failures = 0
-        mark = 0
-        self.on_state("uploading", 0)
-        self.on_progress(0)
+        mark = offset
+        self._remember(location)
+        self.on_state("uploading", offset)
+        self.on_progress(offset)
         while offset < size:
             n = min(self.chunk_size, size - offset)
+            stopped: list[Exception] = []
             try:
                 response = self.p._send(
-                    "PATCH", location, what=self.name, body=self.body(offset, n), length=n, ok=(202, 204),
+                    "PATCH", location, what=self.name, body=self.body(offset, n, stopped), length=n, ok=(202, 204),
                     headers={"Content-Type": _OCTET, "Content-Range": f"{offset}-{offset + n - 1}"}, retry=False)
             except FailedPreconditionError as e:
                 if "(HTTP 413)" in str(e):
@@ -461,6 +559,8 @@ class _BlobUpload:
             except NotFoundError as e:
                 raise _UploadLost(str(e)) from e
             except UnavailableError as e:
+                if stopped:
+                    raise stopped[0] from e
                 if offset > mark:
                     failures, mark = 0, offset
                 failures += 1
@@ -471,6 +571,10 @@ class _BlobUpload:
                 if failures > 1:
                     _transport.sleep(policy.delay(failures - 1))
                 location, offset = self.p.upload_status(location, self.name)
+                if offset > size:
+                    raise _UploadLost(f"{self.name}: registry claims {offset} bytes in the upload session, more "
+                                      f"than the blob's {size}") from e
+                self._remember(location)
                 log.info("%s: resuming the upload at byte %d of %d (%s)", self.name, offset, size, e)
                 self.on_state("uploading", offset)
                 self.on_progress(offset)
@@ -480,6 +584,12 @@ class _BlobUpload:
                 location = self.p._location(response, location)
             reported = _parse_range(response.headers.get("range"))
             offset = reported if reported is not None and reported > 0 else offset + n
+            if offset > size:
+                raise _UploadLost(f"{self.name}: registry claims {offset} bytes in the upload session, more than "
+                                  f"the blob's {size}")
+            self._remember(location)
+            if stopped:
+                raise stopped[0]
             self.on_progress(offset)
         url = str(httpx.URL(location).copy_merge_params({"digest": str(self.desc.digest)}))
         try:

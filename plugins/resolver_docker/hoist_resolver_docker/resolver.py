@@ -446,12 +446,15 @@ class DockerResolver:
     :param config: the plugin configuration.
     :param options: per-use options (``--plain-http``, ``--user``, ...).
     :param transport: replaces the network (tests).
+    :param upload_state_dir: where its pushers remember chunked upload sessions, so that a later run
+        resumes them (``None``: not remembered).
     """
 
     def __init__(self, config: DockerResolverConfig | None = None, options: ResolverOptions | None = None, *,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, upload_state_dir: Path | None = None) -> None:
         self.config = config or DockerResolverConfig()
         self.options = options or ResolverOptions()
+        self.upload_state_dir = upload_state_dir
         self.session = RegistrySession(self.config, self.options, transport)
         self.follow_foreign_urls = (self.options.allow_foreign_urls if self.options.allow_foreign_urls is not None
                                     else self.config.follow_foreign_urls)

@@ -6,14 +6,20 @@ registry's offset, the registry's own error text when it rejects the digest, man
 exact bytes, push scopes in token requests, 401 after auth and 413.
 In memory: ``Location``/``Range`` the registry moves, sessions the registry forgets (restart), 413 on a
 monolithic upload (falls back to chunks), ``OCI-Chunk-Min-Length``, the ``PushWriter`` protocol.
+Sessions remembered across runs: an interrupted chunked upload resumes in a new pusher from the
+registry's offset (real registry and in memory); a session the registry forgot, one too old to ask
+about, and a registry claiming more bytes than the blob has all start a new upload.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import random
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -34,6 +40,7 @@ from hoist_resolver_docker.pusher import (
     distribution_sources,
 )
 from hoist_resolver_docker.resolver import DockerResolver
+from hoist_resolver_docker.uploads import UploadSessions
 from resolver_docker_fakes import BytesReaderAt
 from support.faultproxy import respond, stall
 
@@ -301,6 +308,7 @@ class UploadRegistry:
         self.min_chunk = 0
         self.cut_patch: int | None = None
         self.forget_on_cut = False
+        self.overclaim = 0
         self._patches = 0
         self._lock = threading.Lock()
 
@@ -334,7 +342,10 @@ class UploadRegistry:
             return httpx.Response(404, json={"errors": [{"code": "BLOB_UPLOAD_UNKNOWN", "message": "blob upload unknown"}]})
         data = self.sessions[sid]
         if method == "GET":
-            return httpx.Response(204, headers=self._location(sid))
+            headers = self._location(sid)
+            if self.overclaim:
+                headers["Range"] = f"0-{len(data) - 1 + self.overclaim}"
+            return httpx.Response(204, headers=headers)
         if method == "PATCH":
             self._patches += 1
             if self.cut_patch == self._patches:
@@ -436,3 +447,158 @@ def test_chunk_min_length_from_the_registry(mem) -> None:
     data = rand(5000, 16)
     assert make(chunk_size=1000, chunked_upload_threshold=0).push_blob(blob(data), BytesReaderAt(data)) == COMMITTED
     assert fake.calls() == ["POST", "PATCH 0-2999", "PATCH 3000-4999", "PUT"]
+
+
+# -- sessions remembered across runs -------------------------------------------------------------------
+
+
+class Stop(Exception):
+    """Stands for the user interrupting a push (the push's progress callback raising)."""
+
+
+def stop_at(offset: int):  # type: ignore[no-untyped-def]
+    def progress(o: int) -> None:
+        if o >= offset:
+            raise Stop(f"stopped at {o}")
+    return progress
+
+
+def state_files(d: Path) -> list[Path]:
+    return sorted(d.iterdir()) if d.exists() else []
+
+
+def test_an_interrupted_upload_resumes_in_a_later_run(mem, tmp_path: Path) -> None:
+    fake, make = mem
+    state = tmp_path / "uploads"
+    data = rand(5000, 20)
+    desc = blob(data)
+    with pytest.raises(Stop):
+        # Stopped while the third chunk is on its way: that chunk still goes in whole.
+        make(chunk_size=1000, chunked_upload_threshold=0, upload_state_dir=state).push_blob(
+            desc, BytesReaderAt(data), on_progress=stop_at(2500))
+    assert fake.calls() == ["POST", "PATCH 0-999", "PATCH 1000-1999", "PATCH 2000-2999"]
+    [saved] = state_files(state)
+    remembered = json.loads(saved.read_text())
+    assert (remembered["registry"], remembered["repository"], remembered["digest"]) == ("reg.test:5000", "app",
+                                                                                        str(desc.digest))
+    # The newest Location (the third PATCH's answer) is remembered, not the first one.
+    patch_urls = [u for m, u, _h in fake.requests if m == "PATCH"]
+    assert remembered["location"].startswith("http://reg.test:5000/v2/app/blobs/uploads/")
+    assert remembered["location"] not in patch_urls
+
+    states: list[tuple[str, int]] = []
+    offsets: list[int] = []
+    again = make(chunk_size=1000, chunked_upload_threshold=0, upload_state_dir=state)
+    assert again.push_blob(desc, BytesReaderAt(data), on_state=lambda s, o: states.append((s, o)),
+                           on_progress=offsets.append) == COMMITTED
+    assert fake.calls()[4:] == ["GET", "PATCH 3000-3999", "PATCH 4000-4999", "PUT"]
+    assert [u for m, u, _h in fake.requests if m == "GET"] == [remembered["location"]]
+    assert states == [("uploading", 3000)] and offsets[0] == 3000 and offsets[-1] == 5000
+    assert fake.blobs[str(desc.digest)] == data
+    assert state_files(state) == []
+
+
+def test_a_remembered_session_the_registry_forgot_starts_over(mem, tmp_path: Path) -> None:
+    fake, make = mem
+    data = rand(3000, 21)
+    desc = blob(data)
+    UploadSessions(tmp_path).remember("reg.test:5000", "app", str(desc.digest),
+                                      "http://reg.test:5000/v2/app/blobs/uploads/gone?_state=x")
+    pusher = make(chunk_size=1000, chunked_upload_threshold=0, upload_state_dir=tmp_path)
+    assert pusher.push_blob(desc, BytesReaderAt(data)) == COMMITTED
+    assert fake.calls() == ["GET", "POST", "PATCH 0-999", "PATCH 1000-1999", "PATCH 2000-2999", "PUT"]
+    assert fake.blobs[str(desc.digest)] == data
+    assert state_files(tmp_path) == []
+
+
+def test_a_session_too_old_is_not_asked_about(mem, tmp_path: Path) -> None:
+    fake, make = mem
+    data = rand(3000, 22)
+    desc = blob(data)
+    UploadSessions(tmp_path).remember("reg.test:5000", "app", str(desc.digest),
+                                      "http://reg.test:5000/v2/app/blobs/uploads/old?_state=x",
+                                      started=time.time() - 8 * 24 * 3600)
+    assert make(chunk_size=2000, chunked_upload_threshold=0, upload_state_dir=tmp_path).push_blob(
+        desc, BytesReaderAt(data)) == COMMITTED
+    assert fake.calls() == ["POST", "PATCH 0-1999", "PATCH 2000-2999", "PUT"]
+    assert state_files(tmp_path) == []
+
+
+def test_a_registry_claiming_more_than_the_blob_starts_over(mem, tmp_path: Path, caplog) -> None:
+    fake, make = mem
+    data = rand(3000, 23)
+    desc = blob(data)
+    with pytest.raises(Stop):
+        make(chunk_size=1000, chunked_upload_threshold=0, upload_state_dir=tmp_path).push_blob(
+            desc, BytesReaderAt(data), on_progress=stop_at(1000))
+    assert fake.calls() == ["POST", "PATCH 0-999"]
+    fake.overclaim = 5000
+    with caplog.at_level(logging.WARNING, logger="hoist.resolver.v1.docker"):
+        assert make(chunk_size=1000, chunked_upload_threshold=0, upload_state_dir=tmp_path).push_blob(
+            desc, BytesReaderAt(data)) == COMMITTED
+    assert fake.calls()[2:] == ["GET", "DELETE", "POST", "PATCH 0-999", "PATCH 1000-1999", "PATCH 2000-2999", "PUT"]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"reg.test:5000/app@{desc.digest}: registry claims 6000 bytes in the upload session of an earlier run, "
+        "more than the blob's 3000; starting a new upload"]
+    assert fake.blobs[str(desc.digest)] == data
+    assert state_files(tmp_path) == []
+
+
+def test_small_blobs_leave_no_state(mem, tmp_path: Path) -> None:
+    fake, make = mem
+    data = rand(3000, 24)
+    assert make(upload_state_dir=tmp_path).push_blob(blob(data), BytesReaderAt(data)) == COMMITTED
+    assert fake.calls() == ["POST", "PUT"] and state_files(tmp_path) == []
+
+
+def test_real_registry_resumes_a_remembered_session_and_drops_a_deleted_one(registry, resolvers, repo_name: str,
+                                                                            tmp_path: Path) -> None:
+    state = tmp_path / "uploads"
+    data = rand(6 * MiB, 25)
+    desc = blob(data)
+
+    def pusher() -> DockerPusher:
+        return DockerPusher(resolvers(), registry.ref(repo_name), chunk_size=MiB, chunked_upload_threshold=0,
+                            upload_state_dir=state)
+
+    with pytest.raises(Stop):
+        pusher().push_blob(desc, BytesReaderAt(data), on_progress=stop_at(2 * MiB))
+    mark = registry.access_mark()
+    assert pusher().push_blob(desc, BytesReaderAt(data)) == COMMITTED
+    entries = registry.access_entries(mark, min_count=7)
+    # GET says 0-2097151: four more chunks, then the PUT.
+    assert [(e.method, e.status) for e in entries] == [("HEAD", 404), ("GET", 204), *[("PATCH", 202)] * 4,
+                                                       ("PUT", 201)]
+    assert registry.blob_path(desc.digest).read_bytes() == data
+    assert state_files(state) == []
+
+    other = rand(3 * MiB, 26)
+    odesc = blob(other)
+    with pytest.raises(Stop):
+        pusher().push_blob(odesc, BytesReaderAt(other), on_progress=stop_at(MiB))
+    [saved] = state_files(state)
+    with httpx.Client() as c:   # the registry drops the session (as when it purges old uploads)
+        assert c.delete(json.loads(saved.read_text())["location"]).status_code == 204
+    mark = registry.access_mark()
+    assert pusher().push_blob(odesc, BytesReaderAt(other)) == COMMITTED
+    entries = registry.access_entries(mark, min_count=7)
+    assert [(e.method, e.status) for e in entries] == [("HEAD", 404), ("GET", 404), ("POST", 202),
+                                                       *[("PATCH", 202)] * 3, ("PUT", 201)]
+    assert registry.blob_path(odesc.digest).read_bytes() == other
+    assert state_files(state) == []
+
+
+def test_state_files_of_sessions_too_old_are_pruned(tmp_path: Path) -> None:
+    sessions = UploadSessions(tmp_path)
+    old = sessions.remember("reg.test:5000", "app", "sha256:" + "1" * 64, "http://reg.test:5000/v2/app/blobs/uploads/a")
+    path = sessions.path(old.registry, old.repository, old.digest)
+    week_ago = time.time() - 8 * 24 * 3600
+    os.utime(path, (week_ago, week_ago))
+    fresh = UploadSessions(tmp_path).remember("reg.test:5000", "app", "sha256:" + "2" * 64,
+                                              "http://reg.test:5000/v2/app/blobs/uploads/b")
+    assert state_files(tmp_path) == [UploadSessions(tmp_path).path(fresh.registry, fresh.repository, fresh.digest)]
+    (tmp_path / "junk.json").write_text("{not json")
+    s = UploadSessions(tmp_path)
+    assert s.get("reg.test:5000", "app", fresh.digest) == fresh
+    assert s.get("reg.test:5000", "other", fresh.digest) is None
+    assert s.get("reg.test:5000", "app", "sha256:" + "1" * 64) is None
