@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,13 @@ DEFAULT_LEASE_EXPIRY = _dt.timedelta(hours=24)
 """How long a lease of :meth:`Client.with_lease` outlives a holder that died without deleting it (containerd's)."""
 
 
+#: containerd's lease expiry label (``hoist.gc.LABEL_EXPIRE``); spelled out so a fetch need not import the collector.
+_LABEL_EXPIRE = "containerd.io/gc.expire"
+
+
 def _new_lease_id() -> str:
-    return f"hoist-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d%H%M%S}-{secrets.token_hex(8)}"
+    # os.urandom is what secrets.token_hex reads; the secrets module itself is not worth importing here
+    return f"hoist-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d%H%M%S}-{os.urandom(8).hex()}"
 
 
 def _expire_at(expiry: _dt.timedelta) -> str:
@@ -214,9 +218,7 @@ class Client:
             yield None
             return
         leases = self.leases
-        from hoist.gc import LABEL_EXPIRE  # (hoist.gc imports the snapshot machinery: only when needed)
-
-        lease = leases.create(_new_lease_id(), {LABEL_EXPIRE: _expire_at(expiry or DEFAULT_LEASE_EXPIRY)}).id
+        lease = leases.create(_new_lease_id(), {_LABEL_EXPIRE: _expire_at(expiry or DEFAULT_LEASE_EXPIRY)}).id
         self._remote["lease"] = lease
         try:
             yield lease

@@ -196,9 +196,10 @@ class ProgressTracker:
             row.state = ev.state
             row.total = ev.size or row.total
             row.message = ev.message
-            snap = attrs.evolve(row)
-        if self.renderer is not None:
-            self.renderer.event(snap, ev)
+            renderer = self.renderer
+            snap = attrs.evolve(row) if renderer is not None else None
+        if renderer is not None:
+            renderer.event(snap, ev)
 
     def advance(self, ref: str, offset: int) -> None:
         """Bytes of ``ref`` moved so far, from a transfer the store does not see (uploads); thread-safe."""

@@ -252,3 +252,13 @@ def test_a_commit_waits_for_a_collection_in_progress(world: World) -> None:
     assert outcome == [None]
     assert world.recorded("ns") == {str(d)}
     assert read_blob(world.view("ns"), Descriptor(media_type=OCI_LAYER, digest=d, size=len(data))) == data
+
+
+def test_client_leases_carry_the_expiry_the_collector_reads() -> None:
+    """``Client.with_lease`` spells the expiry label itself (a fetch does not import the collector)."""
+    from hoist.client import _LABEL_EXPIRE, DEFAULT_LEASE_EXPIRY, _expire_at
+    from hoist.gc import LABEL_EXPIRE
+
+    assert _LABEL_EXPIRE == LABEL_EXPIRE
+    assert not lease_expired({_LABEL_EXPIRE: _expire_at(DEFAULT_LEASE_EXPIRY)})
+    assert lease_expired({_LABEL_EXPIRE: _expire_at(dt.timedelta(seconds=-1))})

@@ -171,8 +171,47 @@ def tune_allocator() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 256 << 20))
 
 
+_teardown = True
+
+
+def skip_teardown() -> None:
+    """Let :func:`run` end the process without the interpreter's teardown once this command returns.
+
+    For a command that closes everything it opens (files, databases, connections) before it returns:
+    tearing down some 360 modules and freeing every object costs about 30 ms, a tenth of a small fetch.
+    Exit handlers still run and the standard streams are flushed; with other non-daemon threads still
+    running, the process exits as usual.
+    """
+    global _teardown
+    _teardown = False
+
+
+def _exit_now(code: int) -> None:
+    """End the process with ``code`` after the exit handlers, skipping the teardown; returns if it cannot."""
+    import atexit
+    import threading
+
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    main = threading.main_thread()
+    if run_exit_handlers is None or any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return  # a closed pipe or stream: the usual exit reports it
+    run_exit_handlers()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
 def run(cli: click.Command, prog: str | None = None) -> None:
     """Run a click command with Hoist's error contract: one line ``PROG: what: why``, exit 1 (2 for usage)."""
+    global _teardown
+    _teardown = True  # a command opts out again for this process only (see skip_teardown)
     prog = prog or prog_name()
     debug = "--debug" in sys.argv[1:] or os.environ.get("HOIST_DEBUG", "") not in ("", "0", "false")
     try:
@@ -202,7 +241,10 @@ def run(cli: click.Command, prog: str | None = None) -> None:
         what = f"{e.filename}: " if getattr(e, "filename", None) else ""
         click.echo(f"{prog}: {what}{e.strerror or e}", err=True)
         sys.exit(1)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    code = rv if isinstance(rv, int) else 0
+    if not _teardown:
+        _exit_now(code)
+    sys.exit(code)
 
 
 def _one_line(text: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import click
 
+from hoist.cli.common import skip_teardown
 from hoist.cli.dist_remote import resolver_options
 from hoist.errors import AlreadyExistsError, HoistError, InvalidArgumentError, NotFoundError
 from hoist.progress import ProgressTracker, human_size, renderer_for
@@ -77,6 +78,7 @@ def fetch(g: Any, ref: str, platforms: tuple[str, ...], all_platforms: bool, as_
         click.echo(json.dumps({"event": "image", "name": image.name, "target": image.target.to_json()}, sort_keys=True))
     else:
         click.echo(f"{image.name} {image.target.digest}: {summary.line()}")
+    skip_teardown()  # the client and everything it opened are closed by the time the process exits
 
 
 @click.group("images")

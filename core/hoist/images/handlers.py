@@ -170,7 +170,9 @@ def fetch_handler(
         while True:
             if cancel.is_set():
                 raise FetchCancelled(f"{documents.describe(desc)}: fetch cancelled")
-            if has_blob(store, desc.digest):
+            # The first time round, the store's writer says whether the blob is there (an Ingester raises
+            # AlreadyExistsError for a committed ``expected``): one look-up per blob instead of two.
+            if waiting and has_blob(store, desc.digest):
                 on_event(Event(state="exists", offset=desc.size, **ev))
                 return ()
             started = False

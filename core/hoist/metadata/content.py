@@ -54,13 +54,13 @@ from hoist.content import (
     updated_labels,
 )
 from hoist.errors import (
-    hiding,
     AlreadyExistsError,
     FailedPreconditionError,
     HoistError,
     InvalidArgumentError,
     NotFoundError,
     UnsupportedError,
+    hiding,
 )
 from hoist.filters import parse as parse_filters
 
@@ -334,9 +334,12 @@ class NamespacedContentStore:
 
     def _hold(self, c: sqlite3.Connection, digest: Digest) -> None:
         """Add ``digest`` to this view's lease, in the caller's transaction."""
-        if not c.execute("SELECT 1 FROM leases WHERE namespace = ? AND id = ?", (self.namespace, self.lease)).fetchone():
-            raise NotFoundError(f"lease {self.lease}: not found")
-        c.execute("INSERT OR IGNORE INTO lease_resources VALUES (?, ?, 'content', ?)", (self.namespace, self.lease, str(digest)))
+        try:
+            # the foreign key to ``leases`` is checked at once: a missing lease fails the insert
+            c.execute("INSERT OR IGNORE INTO lease_resources VALUES (?, ?, 'content', ?)",
+                      (self.namespace, self.lease, str(digest)))
+        except sqlite3.IntegrityError:
+            raise NotFoundError(f"lease {self.lease}: not found") from None
 
     def _hold_once(self, digest: Digest) -> None:
         with self._held_mu:

@@ -747,7 +747,10 @@ class LocalContentStore:
         # creation cut short leaves an ingest without data, which the next writer discards.
         _write_new(path / "ref", ref.encode("utf-8"))
         _write_new(path / "startedat", now.isoformat().encode())
-        _write_new(path / "updatedat", now.isoformat().encode())
+        # The two stamps start equal: one file under both names (a close replaces ``updatedat`` with a new
+        # file).  Every ingest file created and removed is an inode allocated and freed, and on a busy
+        # file system those are much of a small blob's cost.
+        os.link(path / "startedat", path / "updatedat")
         if total:
             _write_new(path / "total", str(total).encode())
         if want is not None:
