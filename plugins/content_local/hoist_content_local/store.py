@@ -19,10 +19,12 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import shutil
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 
 from hoist.content import Digest, Info, ReaderAtFile, Status, WalkFunc, info_fields, status_fields, updated_labels
@@ -332,6 +334,37 @@ class BlobReader(ReaderAtFile):
         super().close()
 
 
+_OFFLOAD_MIN = 256 << 10
+"""Writes at least this large go to a helper thread while the writer hashes them."""
+_OFFLOAD_THREADS = 4
+_offload_jobs: queue.SimpleQueue = queue.SimpleQueue()
+_offload_started: list[threading.Thread] = []
+_offload_mu = threading.Lock()
+
+
+def _offload_worker() -> None:
+    while True:
+        fut, fn, arg = _offload_jobs.get()
+        if fut.set_running_or_notify_cancel():
+            try:
+                fut.set_result(fn(arg))
+            except BaseException as e:  # noqa: BLE001 - handed to the writer through the future
+                fut.set_exception(e)
+
+
+def _offload(fn: Callable[[memoryview], None], arg: memoryview) -> Future:
+    """Run ``fn(arg)`` on one of a few daemon threads shared by every writer (they never block exit)."""
+    if len(_offload_started) < _OFFLOAD_THREADS:
+        with _offload_mu:
+            if len(_offload_started) < _OFFLOAD_THREADS:
+                t = threading.Thread(target=_offload_worker, name="hoist-content-write", daemon=True)
+                t.start()
+                _offload_started.append(t)
+    fut: Future = Future()
+    _offload_jobs.put((fut, fn, arg))
+    return fut
+
+
 class LocalWriter:
     """An open, exclusively locked ingest of a :class:`LocalContentStore`."""
 
@@ -390,8 +423,20 @@ class LocalWriter:
             raise OutOfRangeError(
                 f"ingest {_show(self.ref)}: write of {n} bytes at offset {self._offset} exceeds total {self._total}"
             )
-        self._write_all(view)
-        self._hasher.update(view)
+        if n >= _OFFLOAD_MIN:
+            # Hash here while a helper thread writes: both release the GIL, so a large blob costs about
+            # the slower of the two instead of their sum.  The hash state is kept to undo a failed write.
+            before = self._hasher.copy()
+            done = _offload(self._write_all, view)
+            self._hasher.update(view)
+            try:
+                done.result()
+            except BaseException:
+                self._hasher = before
+                raise
+        else:
+            self._write_all(view)
+            self._hasher.update(view)
         self._offset += n
         self._updated_at = _now()
         step = self._store.writeback_bytes
