@@ -16,26 +16,10 @@ from typing import Any
 from hoist import config as _config
 from hoist.errors import NotFoundError, UnavailableError, UnsupportedError
 from hoist.host import PluginHost
+from hoist.leases import DEFAULT_EXPIRY, temporary_lease
 from hoist.plugin import PluginResult
 
 DEFAULT_NAMESPACE = "default"
-
-DEFAULT_LEASE_EXPIRY = _dt.timedelta(hours=24)
-"""How long a lease of :meth:`Client.with_lease` outlives a holder that died without deleting it (containerd's)."""
-
-
-#: containerd's lease expiry label (``hoist.gc.LABEL_EXPIRE``); spelled out so a fetch need not import the collector.
-_LABEL_EXPIRE = "containerd.io/gc.expire"
-
-
-def _new_lease_id() -> str:
-    # os.urandom is what secrets.token_hex reads; the secrets module itself is not worth importing here
-    return f"hoist-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d%H%M%S}-{os.urandom(8).hex()}"
-
-
-def _expire_at(expiry: _dt.timedelta) -> str:
-    return (_dt.datetime.now(_dt.timezone.utc) + expiry).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 def load_config(path: str | os.PathLike[str] | None = None) -> _config.Config:
     """The config at ``path``; else ``$HOIST_CONFIG``; else ``/etc/hoist/config.toml`` if it exists; else defaults."""
@@ -217,18 +201,13 @@ class Client:
         if self.host is not None and not self.host.get_all("hoist.metadata.v1"):
             yield None
             return
-        leases = self.leases
-        lease = leases.create(_new_lease_id(), {_LABEL_EXPIRE: _expire_at(expiry or DEFAULT_LEASE_EXPIRY)}).id
-        self._remote["lease"] = lease
-        try:
-            yield lease
-        finally:
-            self._remote.pop("lease", None)
-            self._views.pop(("content", lease), None)
+        with temporary_lease(self.leases, expiry or DEFAULT_EXPIRY) as lease:
+            self._remote["lease"] = lease
             try:
-                leases.delete(lease)
-            except NotFoundError:
-                pass
+                yield lease
+            finally:
+                self._remote.pop("lease", None)
+                self._views.pop(("content", lease), None)
 
     def collect_garbage(self) -> Any:
         """Run a garbage collection of this root in-process (embedded mode); returns a :class:`hoist.gc.GCResult`.

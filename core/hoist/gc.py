@@ -29,12 +29,12 @@ from hoist.content import Descriptor, Digest
 from hoist.errors import FailedPreconditionError, HoistError, InvalidArgumentError, NotFoundError
 from hoist.images import documents
 from hoist.images import mediatypes as mt
+from hoist.leases import LABEL_EXPIRE
 from hoist.snapshots import Kind
 
 log = logging.getLogger("hoist.gc")
 
 LABEL_ROOT = "containerd.io/gc.root"
-LABEL_EXPIRE = "containerd.io/gc.expire"
 LABEL_REF_CONTENT = "containerd.io/gc.ref.content"
 LABEL_REF_SNAPSHOT = "containerd.io/gc.ref.snapshot."
 

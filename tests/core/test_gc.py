@@ -255,10 +255,10 @@ def test_a_commit_waits_for_a_collection_in_progress(world: World) -> None:
 
 
 def test_client_leases_carry_the_expiry_the_collector_reads() -> None:
-    """``Client.with_lease`` spells the expiry label itself (a fetch does not import the collector)."""
-    from hoist.client import _LABEL_EXPIRE, DEFAULT_LEASE_EXPIRY, _expire_at
+    """``Client.with_lease`` labels its leases through ``hoist.leases`` (a fetch does not import the collector)."""
     from hoist.gc import LABEL_EXPIRE
+    from hoist.leases import DEFAULT_EXPIRY, LABEL_EXPIRE as _LABEL_EXPIRE, expire_label
 
     assert _LABEL_EXPIRE == LABEL_EXPIRE
-    assert not lease_expired({_LABEL_EXPIRE: _expire_at(DEFAULT_LEASE_EXPIRY)})
-    assert lease_expired({_LABEL_EXPIRE: _expire_at(dt.timedelta(seconds=-1))})
+    assert not lease_expired({_LABEL_EXPIRE: expire_label(DEFAULT_EXPIRY)})
+    assert lease_expired({_LABEL_EXPIRE: expire_label(dt.timedelta(seconds=-1))})

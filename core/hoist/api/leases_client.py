@@ -1,17 +1,14 @@
 """A lease store over gRPC (containerd.services.leases.v1.Leases), and a lease for the length of a block.
 
 :class:`RemoteLeaseStore` has the interface of the metadata store's per-namespace lease view
-(:class:`hoist.metadata.LeaseStore`).  :func:`temporary_lease` is what containerd's client does around a
-pull: a lease with a ``containerd.io/gc.expire`` label, sent as ``containerd-lease`` on the writes of the
-block, deleted at its end — so nothing written is collected before the image names it.
+(:class:`hoist.metadata.LeaseStore`).  :func:`temporary_lease` (from :mod:`hoist.leases`) is what containerd's
+client does around a pull: a lease with a ``containerd.io/gc.expire`` label, sent as ``containerd-lease``
+on the writes of the block, deleted at its end — so nothing written is collected before the image names it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -20,12 +17,9 @@ from hoist.api import convert
 from hoist.api.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from hoist.api.errors import call
 from hoist.api.server import NAMESPACE_HEADER
-from hoist.errors import NotFoundError
-from hoist.gc import LABEL_EXPIRE
+from hoist.leases import DEFAULT_EXPIRY, new_lease_id, temporary_lease
 from hoist.metadata import Lease, LeaseResource
 
-DEFAULT_EXPIRY = dt.timedelta(hours=24)
-"""How long a temporary lease lives if its holder dies without deleting it (containerd's default)."""
 
 
 def _lease(msg: leases_pb2.Lease) -> Lease:
@@ -67,29 +61,6 @@ class RemoteLeaseStore:
     def list_resources(self, id: str) -> list[LeaseResource]:
         resp = call(self._stub.ListResources, leases_pb2.ListResourcesRequest(id=id), metadata=self._metadata)
         return [LeaseResource(type=r.type, id=r.id) for r in resp.resources]
-
-
-def new_lease_id() -> str:
-    """A fresh lease id, as containerd's ``WithRandomID``."""
-    return f"hoist-{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}-{secrets.token_hex(8)}"
-
-
-@contextlib.contextmanager
-def temporary_lease(leases: Any, expiry: dt.timedelta = DEFAULT_EXPIRY,
-                    labels: Mapping[str, str] | None = None) -> Iterator[str]:
-    """Create a lease expiring after ``expiry`` for the block, yield its id, delete it afterwards.
-
-    :param leases: a lease store (:class:`RemoteLeaseStore` or the metadata store's view).
-    """
-    expire = (dt.datetime.now(dt.timezone.utc) + expiry).strftime("%Y-%m-%dT%H:%M:%SZ")
-    lease = leases.create(new_lease_id(), {**dict(labels or {}), LABEL_EXPIRE: expire})
-    try:
-        yield lease.id
-    finally:
-        try:
-            leases.delete(lease.id)
-        except NotFoundError:
-            pass
 
 
 __all__ = ["DEFAULT_EXPIRY", "RemoteLeaseStore", "new_lease_id", "temporary_lease"]

@@ -72,6 +72,7 @@ log = logging.getLogger("hoist.metadata.v1.sqlite")
 SEEN_TTL = 0.25
 """Seconds a read reuses the finding that a namespace records a blob (see :meth:`ContentBinding.recorded`)."""
 _SEEN_MAX = 4096
+_VIEWS_MAX = 1024
 
 LOCK_NAME = "content.lock"
 """The lock file beside the database that commits (shared) and collections (exclusive) take."""
@@ -125,6 +126,7 @@ class ContentBinding:
         # calls, and one SQLite lookup per call is a large share of each call's cost.
         self._seen: dict[tuple[str, str], float] = {}
         self._seen_mu = threading.Lock()
+        self._views: dict[tuple[str, str | None, bool], NamespacedContentStore] = {}
 
     def recorded(self, namespace: str, digest: Digest) -> bool:
         """Whether ``namespace`` records ``digest``, for a read.
@@ -167,8 +169,16 @@ class ContentBinding:
         :param hold_on_read: also hold, under ``lease``, each blob looked at through ``info`` or
             ``reader_at`` — for a client that will name what it saw (a fetch skipping blobs it has).
         """
-        self.ensure_adopted()
-        return NamespacedContentStore(self, namespace, lease=lease, hold_on_read=hold_on_read)
+        key = (namespace, lease or None, hold_on_read)
+        view = self._views.get(key)
+        if view is None:  # a view keeps no per-call state: one per namespace and lease serves every caller
+            self.ensure_adopted()
+            view = NamespacedContentStore(self, namespace, lease=lease, hold_on_read=hold_on_read)
+            with self._seen_mu:
+                if len(self._views) >= _VIEWS_MAX:  # lease ids are many and short-lived (ctr makes one per call)
+                    self._views.clear()
+                self._views[key] = view
+        return view
 
     @contextlib.contextmanager
     def locked(self, *, exclusive: bool) -> Iterator[None]:

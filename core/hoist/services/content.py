@@ -42,7 +42,6 @@ READ_CHUNK = 1 << 20
 """Bytes per ReadContentResponse."""
 LIST_BATCH = 100
 """Infos per ListContentResponse."""
-_MAX_VIEWS = 1024
 
 
 def _digest(value: str, what: str = "digest") -> Digest:
@@ -85,7 +84,6 @@ class ContentService(content_pb2_grpc.ContentServicer):
         self._plugins = plugins
         self._metadata = metadata
         self._binding: Any = None
-        self._views: dict[tuple[str, str | None], Any] = {}
 
     def register(self, server: grpc.Server) -> None:
         content_pb2_grpc.add_ContentServicer_to_server(self, server)
@@ -107,13 +105,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         binding = self._bound()
         if binding is None:
             return self._store
-        key = (ns, lease_of(context))
-        view = self._views.get(key)
-        if view is None:  # views hold no per-call state: one per namespace and lease serves every call
-            if len(self._views) >= _MAX_VIEWS:
-                self._views.clear()
-            view = self._views[key] = binding.namespace(ns, lease=key[1])
-        return view
+        return binding.namespace(ns, lease=lease_of(context))
 
     def Info(self, request: content_pb2.InfoRequest, context: grpc.ServicerContext) -> content_pb2.InfoResponse:
         store = self._store_for(context)
