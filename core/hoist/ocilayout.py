@@ -210,6 +210,8 @@ class TarLayout:
                 try:
                     tf = tarfile.open(fileobj=f, mode="r:")
                 except tarfile.TarError:
+                    if self.compression != "none":
+                        raise InvalidArgumentError(f"{where}: its {self.compression} stream does not hold a tar archive") from None
                     raise InvalidArgumentError(f"{where}: not a tar archive (nor a gzip- or zstd-compressed one)") from None
                 count = 0
                 try:

@@ -237,6 +237,10 @@ def test_not_an_archive_and_missing_names(env, tmp_path):
     r = dist(env, "import", fake_gzip)
     assert r.returncode == 1 and r.stderr.count("\n") == 1
     assert r.stderr.startswith(f"dist: archive {fake_gzip}: corrupt gzip stream: "), r.stderr
+    gzipped_junk = tmp_path / "junk2.tar.gz"
+    gzipped_junk.write_bytes(gzip.compress(b"not a tar" * 100))
+    r = dist(env, "import", gzipped_junk)
+    assert (r.returncode, r.stderr) == (1, f"dist: archive {gzipped_junk}: its gzip stream does not hold a tar archive\n")
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(gzip.compress(_tar(tmp_path / "t.tar", _valid_members()[0]).read_bytes())[:-40])
     r = dist(env, "import", "--base-name", "example.com/t", truncated)
