@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from hoist.runtime import Status
@@ -51,9 +52,14 @@ def test_a_running_task_survives_its_creator_and_is_found_again(tmp_path, rootfs
     st = rt.get("survivor").state()
     assert (st.status, st.pid, st.exit_status) == (Status.RUNNING, pid, None)
     assert task.pids() == [pid]
+    # running is not the same as having written: let the shell reach its echo before it is killed
+    out = tmp_path / "survivor.out"
+    deadline = time.monotonic() + 30
+    while not out.read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
     task.kill(signal.SIGKILL)
     assert task.wait(30).status == 137
-    assert (tmp_path / "survivor.out").read_text() == "started\n"
+    assert out.read_text() == "started\n"
 
     again = new_runtime(tmp_path).get("survivor")
     st = again.state()
