@@ -15,7 +15,7 @@ peak RSS (VmHWM) over the run, and the load average before and after.  The machi
 noisy: compare ratios within one run.
 
 usage: benchmarks/api.py [--runs 1] [--blob-mib 256] [--layers 4] [--layer-mib 256] [--reduced]
-                         [--only ingest,get,fetch] [--workdir DIR] [--json FILE]
+                         [--only ingest,get,fetch] [--transport hoist|grpcio] [--workdir DIR] [--json FILE]
 ``--reduced`` makes the blob 64 MiB and the image 4 × 64 MiB for a quick check.
 """
 
@@ -52,7 +52,8 @@ CTR_READ = 32 << 10  # what ctr content get asks per Content.Read (io.Copy's buf
 class Hoistd(HoistdProcess):
     """hoistd with every core service (the local store with fsync, as containerd), under ``workdir/hoistd``."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, transport: str = "hoist") -> None:
+        self.transport = transport
         base = workdir / "hoistd"
         super().__init__(base, config=workdir / "hoistd.toml", address=base / "run" / "hoistd.sock")
 
@@ -61,7 +62,8 @@ class Hoistd(HoistdProcess):
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
         self.base.mkdir(parents=True)
-        self.config.write_text(config_text(self.base, HOISTD_PLUGINS, grpc_address=self.address))
+        self.config.write_text(config_text(self.base, HOISTD_PLUGINS, grpc_address=self.address,
+                                            transport=self.transport))
         self.start()
 
 
@@ -119,6 +121,8 @@ def main() -> None:
     ap.add_argument("--only", default="ingest,get,fetch")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--transport", choices=("hoist", "grpcio"), default="hoist",
+                    help="hoistd's [grpc] transport (default hoist)")
     args = ap.parse_args()
     load_before = os.getloadavg()
     if args.reduced:
@@ -126,7 +130,7 @@ def main() -> None:
     cases = [c for c in args.only.split(",") if c]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hoist-bench-api-"))
     work.mkdir(parents=True, exist_ok=True)
-    daemons = {"hoistd": Hoistd(work), "containerd": Containerd(work / "containerd")}
+    daemons = {"hoistd": Hoistd(work, args.transport), "containerd": Containerd(work / "containerd")}
     times: dict[tuple[str, str], list[float]] = {}
     peak: dict[str, float] = {}
     reg = None
@@ -162,9 +166,10 @@ def main() -> None:
             reg.stop()
 
     sizes = {"ingest": args.blob_mib, "get": args.blob_mib, "fetch": args.layers * args.layer_mib}
-    print(f"ctr against hoistd and containerd, {args.runs} run(s); MiB = 2^20; target hoistd/containerd ≤ {TARGET}")
+    print(f"ctr against hoistd ({args.transport} transport) and containerd, {args.runs} run(s); MiB = 2^20; "
+          f"target hoistd/containerd ≤ {TARGET}")
     print(f"{'case':<8}{'MiB':>6}  {'hoistd':<28}{'containerd':<28}{'ratio':>6}")
-    result: dict = {"cases": {}, "peak_rss_mib": peak}
+    result: dict = {"transport": args.transport, "cases": {}, "peak_rss_mib": peak}
     for case in cases:
         h, c = times.get(("hoistd", case), []), times.get(("containerd", case), [])
         ratio = statistics.median(h) / statistics.median(c) if h and c else float("nan")

@@ -33,11 +33,22 @@ class GrpcConfig:
     :ivar address: the unix socket hoistd serves on (a filesystem path, never abstract).
     :ivar uid: owner of the socket.
     :ivar gid: group of the socket (mode 0660: that group may use the API).
+    :ivar transport: ``hoist``: Hoist's own HTTP/2 server (:mod:`hoist.api.transport`), made for
+        clients that make many small calls; ``grpcio``: grpcio's server.
     """
 
     address: str = DEFAULT_ADDRESS
     uid: int = 0
     gid: int = 0
+    transport: str = attrs.field(default="hoist", validator=lambda _i, _a, v: _transport(v))
+
+
+TRANSPORTS = ("hoist", "grpcio")
+
+
+def _transport(value: object) -> None:
+    if value not in TRANSPORTS:
+        raise ConfigError(f"transport: expected one of {', '.join(map(repr, TRANSPORTS))}, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -183,9 +194,7 @@ def decode_attrs(cls: type, table: Mapping[str, Any], where: str) -> Any:
         kwargs[key] = decode_value(hints.get(f.name, Any), value, f"{where}.{key}")
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:
+    except (ConfigError, TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from e
 
 
@@ -272,7 +281,8 @@ def render(cfg: Config, plugin_configs: Mapping[str, Any] | None = None) -> str:
         out += [f"  {_toml_value(u)}," for u in cfg.enabled_plugins]
         out.append("]")
     out.append(f"required_plugins = {_toml_value(list(cfg.required_plugins))}")
-    out += ["", "[grpc]", f"address = {_toml_value(cfg.grpc.address)}", f"uid = {cfg.grpc.uid}", f"gid = {cfg.grpc.gid}"]
+    out += ["", "[grpc]", f"address = {_toml_value(cfg.grpc.address)}", f"uid = {cfg.grpc.uid}", f"gid = {cfg.grpc.gid}",
+            f"transport = {_toml_value(cfg.grpc.transport)}"]
     tables: dict[str, Mapping[str, Any]] = {}
     for uri, obj in (plugin_configs or {}).items():
         tables[uri] = config_as_dict(obj)

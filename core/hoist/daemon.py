@@ -37,7 +37,7 @@ def run_daemon(cfg: Config, ready: threading.Event | None = None, stop: threadin
             else:
                 log.warning("%s: error: %s", r.uri, r.reason())
         host.check_required()
-        server = serve(address, host, uid=cfg.grpc.uid, gid=cfg.grpc.gid)
+        server = serve(address, host, uid=cfg.grpc.uid, gid=cfg.grpc.gid, transport=cfg.grpc.transport)
         log.info("hoistd serving on %s", address)
         if ready is not None:
             ready.set()

@@ -46,7 +46,8 @@ gid = 5
     ("root = 5", "root: expected a string, got an integer 5"),
     ("enabled_plugins = \"hoist.content.v1.local\"", "enabled_plugins: expected an array of strings, got a string 'hoist.content.v1.local'"),
     ("enabled_plugins = [1]", "enabled_plugins[0]: expected a string, got an integer 1"),
-    ("[grpc]\naddres = \"/x\"", "grpc.addres: unknown key (known keys: address, gid, uid)"),
+    ("[grpc]\naddres = \"/x\"", "grpc.addres: unknown key (known keys: address, gid, transport, uid)"),
+    ("[grpc]\ntransport = \"h2\"", "grpc: transport: expected one of 'hoist', 'grpcio', got 'h2'"),
     ("[grpc]\ngid = \"wheel\"", "grpc.gid: expected an integer, got a string 'wheel'"),
     ("plugins = [\"a.b.c\"]", "plugins: expected tables [plugins.\"<uri>\"], got an array (the list of plugins to load is enabled_plugins)"),
 ])

@@ -67,7 +67,7 @@ def run_hoist(env: Mapping[str, str] | None, *args: str | Path, **kw: object) ->
 
 
 def config_text(base: Path, plugins: Iterable[str], *, required: Iterable[str] = (), grpc_address: Path | None = None,
-                plugin_config: Mapping[str, str] | None = None) -> str:
+                plugin_config: Mapping[str, str] | None = None, transport: str | None = None) -> str:
     """A Hoist TOML config with root and state under ``base``, ``plugins`` enabled, and per-plugin tables.
 
     ``plugin_config`` maps a plugin URI to the body of its ``[plugins."<uri>"]`` table.
@@ -81,6 +81,8 @@ def config_text(base: Path, plugins: Iterable[str], *, required: Iterable[str] =
     )
     if grpc_address is not None:
         text += f'[grpc]\naddress = "{grpc_address}"\ngid = {os.getgid()}\n'
+        if transport is not None:
+            text += f'transport = "{transport}"\n'
     for uri, body in (plugin_config or {}).items():
         text += f'[plugins."{uri}"]\n{body.rstrip()}\n'
     return text

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import grpc
 
 from hoist.api.errors import ErrorInterceptor
+from hoist.api.transport import server as transport_server
 from hoist.errors import FailedPreconditionError, InvalidArgumentError, UnavailableError
 
 log = logging.getLogger("hoist.api")
@@ -93,7 +94,8 @@ def serve(
     gid: int | None = None,
     mode: int = 0o660,
     max_workers: int = DEFAULT_WORKERS,
-) -> grpc.Server:
+    transport: str = "hoist",
+) -> Any:
     """Start a gRPC server on the unix socket ``address`` and return it (call ``stop`` to end it).
 
     The socket's directory is created; a socket file left by a dead daemon is removed, a live one
@@ -101,7 +103,9 @@ def serve(
 
     :param plugins: the plugin host (or an init context): every ``hoist.grpc.v1`` instance is asked
         to ``register(server)``; or directly a mapping ``{id: instance}`` or a list of such instances.
-    :raises InvalidArgumentError: ``address`` is not a filesystem unix socket path.
+    :param transport: ``hoist`` (:mod:`hoist.api.transport`) or ``grpcio`` (grpcio's own server); both
+        serve the same handlers and interceptors.
+    :raises InvalidArgumentError: ``address`` is not a filesystem unix socket path, or an unknown ``transport``.
     :raises UnavailableError: another process serves on ``address``, or it cannot be bound.
     """
     path = socket_path(address)
@@ -112,15 +116,18 @@ def serve(
         if not path.is_socket() and not path.is_symlink():
             raise UnavailableError(f"{path}: exists and is not a socket; refusing to remove it")
         path.unlink()
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hoist-grpc"),
-        interceptors=[ErrorInterceptor()],
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
-            ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
+        ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
+        ("grpc.so_reuseport", 0),
+    ]
+    if transport == "hoist":
+        server: Any = transport_server(max_workers=max_workers, interceptors=[ErrorInterceptor()], options=options)
+    elif transport == "grpcio":
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hoist-grpc"),
+                             interceptors=[ErrorInterceptor()], options=options)
+    else:
+        raise InvalidArgumentError(f"transport {transport!r}: expected 'hoist' or 'grpcio'")
     for sid, service in _grpc_services(plugins):
         register = getattr(service, "register", None)
         if not callable(register):

@@ -24,6 +24,7 @@ from google.protobuf import empty_pb2
 from hoist.api import convert
 from hoist.api.containerd.services.content.v1 import content_pb2, content_pb2_grpc
 from hoist.api.errors import translate_errors
+from hoist.api.transport import prompt
 from hoist.api.server import lease_of, namespace_of
 from hoist.content import Descriptor, Digest, Info, ReaderAt, Store
 from hoist.errors import (
@@ -107,6 +108,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
             return self._store
         return binding.namespace(ns, lease=lease_of(context))
 
+    @prompt
     def Info(self, request: content_pb2.InfoRequest, context: grpc.ServicerContext) -> content_pb2.InfoResponse:
         store = self._store_for(context)
         return content_pb2.InfoResponse(info=convert.info_to_pb(store.info(_digest(request.digest))))
@@ -118,6 +120,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         paths = tuple(request.update_mask.paths) if request.HasField("update_mask") else ()
         return content_pb2.UpdateResponse(info=convert.info_to_pb(store.update(info, paths)))
 
+    @prompt
     def List(
         self, request: content_pb2.ListContentRequest, context: grpc.ServicerContext
     ) -> Iterator[content_pb2.ListContentResponse]:
@@ -132,6 +135,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         store.delete(_digest(request.digest))
         return empty_pb2.Empty()
 
+    @prompt
     def Read(
         self, request: content_pb2.ReadContentRequest, context: grpc.ServicerContext
     ) -> Iterator[content_pb2.ReadContentResponse]:

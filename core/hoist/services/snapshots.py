@@ -17,6 +17,7 @@ from google.protobuf import empty_pb2
 from hoist.api import convert
 from hoist.api.containerd.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
 from hoist.api.errors import translate_errors
+from hoist.api.transport import prompt
 from hoist.api.server import lease_of, namespace_of
 from hoist.errors import InvalidArgumentError, UnsupportedError
 from hoist.plugin import InitContext, Registration, hookimpl
@@ -114,6 +115,7 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
         info = attrs.evolve(current, labels=dict(request.info.labels))
         return snapshots_pb2.UpdateSnapshotResponse(info=convert.snapshot_info_to_pb(sn.update(info, *paths)))
 
+    @prompt
     def List(
         self, request: snapshots_pb2.ListSnapshotsRequest, context: grpc.ServicerContext
     ) -> Iterator[snapshots_pb2.ListSnapshotsResponse]:
