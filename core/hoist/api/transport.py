@@ -303,7 +303,8 @@ class _Call:
 
     __slots__ = ("conn", "id", "method", "metadata", "deadline", "streaming_request", "handler", "messages",
                  "rbuf", "queued", "unacked", "recv_window", "send_window", "remote_closed", "finished",
-                 "headers_sent", "callbacks", "cond", "dispatched", "reset", "prompt", "__weakref__")
+                 "headers_sent", "callbacks", "cond", "dispatched", "reset", "prompt", "head", "ended",
+                 "__weakref__")
 
     def __init__(self, conn: _Connection, stream_id: int, method: str, metadata: tuple[_Metadatum, ...],
                  deadline: float | None) -> None:
@@ -322,7 +323,9 @@ class _Call:
         self.send_window = conn.peer_initial_window
         self.remote_closed = False
         self.finished = False
-        self.headers_sent = False
+        self.headers_sent = False  # HEADERS written (under the connection's write lock)
+        self.ended = False  # END_STREAM or RST_STREAM written (likewise)
+        self.head = _RESPONSE_HEADERS
         self.callbacks: list[Callable[[], None]] | None = []
         self.cond = threading.Condition(conn.lock)
         self.dispatched = False
@@ -332,13 +335,19 @@ class _Call:
     # -- requests (reader thread adds, handler takes) --
 
     def requests(self) -> Iterator[bytes]:
-        """The request messages as they arrive; ends when the client half-closes or the call ends."""
+        """The request messages as they arrive; ends when the client half-closes.
+
+        :raises grpc.RpcError: the call ended first (cancelled, deadline, reset, connection lost), as
+            grpcio's request iterator does: a cut-off request stream must not look complete.
+        """
         conn = self.conn
         while True:
             with self.cond:
                 while not self.messages and not self.remote_closed and not self.finished:
                     self.cond.wait()
-                if self.finished or not self.messages:
+                if self.finished:
+                    raise grpc.RpcError()
+                if not self.messages:
                     return
                 message = self.messages.popleft()
                 self.queued -= len(message) + 5
@@ -358,20 +367,14 @@ class _Call:
     # -- responses (handler thread) --
 
     def send_headers(self, metadata: Iterable[tuple[str, Any]] | None = None) -> None:
-        if self.headers_sent or self.finished:
-            return
-        self.headers_sent = True
-        block = _RESPONSE_HEADERS + (_header_block(*_metadata_fields(metadata)) if metadata else b"")
-        self.conn.send_frames([_frame(HEADERS, END_HEADERS, self.id, block)])
+        if metadata:
+            self.head = _RESPONSE_HEADERS + _header_block(*_metadata_fields(metadata))
+        self.conn.write(self, [], headers_only=True)
 
     def send_message(self, message: bytes, trailers: bytes | None = None) -> bool:
         """Send one response message (then the trailers, when given); False once the call has ended."""
         conn = self.conn
         prefix = _MSG.pack(0, len(message))
-        head: list[bytes] = []
-        if not self.headers_sent:
-            self.headers_sent = True
-            head.append(_frame(HEADERS, END_HEADERS, self.id, _RESPONSE_HEADERS))
         data = memoryview(message)
         total = len(message) + 5
         sent = 0
@@ -393,8 +396,7 @@ class _Call:
                 self.send_window -= n
                 conn.send_window -= n
                 max_frame = conn.peer_max_frame
-            frames = head
-            head = []
+            frames: list[bytes | memoryview] = []
             end = sent + n
             while sent < end:
                 k = min(end - sent, max_frame)
@@ -405,34 +407,25 @@ class _Call:
                     frames.append(data[max(sent - 5, 0):sent + k - 5])
                 sent += k
             if sent == total and trailers is not None:
-                frames.append(_frame(HEADERS, END_HEADERS | END_STREAM, self.id, trailers))
-                return self._finish(frames)
-            if not conn.send_frames(frames):
+                return self._finish(frames, trailers)
+            if not conn.write(self, frames):
                 return False
         return True
 
     def finish(self, code: grpc.StatusCode, details: str | None, metadata: Iterable[tuple[str, Any]] = ()) -> None:
         """End the call with its status (a trailers-only response when nothing was sent)."""
-        if self.finished:
-            return
-        trailers = _trailers(code, details, metadata)
-        if not self.headers_sent:
-            self.headers_sent = True
-            frame = _frame(HEADERS, END_HEADERS | END_STREAM, self.id, _RESPONSE_HEADERS + trailers)
-        else:
-            frame = _frame(HEADERS, END_HEADERS | END_STREAM, self.id, trailers)
-        self._finish([frame])
+        if not self.finished:
+            self._finish([], _trailers(code, details, metadata))
 
-    def _finish(self, frames: list[bytes]) -> bool:
+    def _finish(self, frames: list[bytes | memoryview], trailers: bytes) -> bool:
         with self.cond:
             if self.finished:
                 return False
             self.finished = True
-            if not self.remote_closed:
-                # the client may still be sending: tell it to stop (RFC 9113 §8.1)
-                frames.append(_frame(RST_STREAM, 0, self.id, _U32.pack(NO_ERROR)))
+            # a client still sending is told to stop (RFC 9113 §8.1)
+            reset = None if self.remote_closed else NO_ERROR
             self.cond.notify_all()
-        ok = self.conn.send_frames(frames)
+        ok = self.conn.write(self, frames, trailers=trailers, reset=reset)
         self.conn.forget(self)
         self._run_callbacks()
         return ok
@@ -445,13 +438,8 @@ class _Call:
             self.finished = True
             self.cond.notify_all()
         if send and not self.conn.closed:
-            frames = []
-            if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-                trailers = _trailers(code, details)
-                block = trailers if self.headers_sent else _RESPONSE_HEADERS + trailers
-                frames.append(_frame(HEADERS, END_HEADERS | END_STREAM, self.id, block))
-            frames.append(_frame(RST_STREAM, 0, self.id, _U32.pack(CANCEL)))
-            self.conn.send_frames(frames)
+            trailers = _trailers(code, details) if code is grpc.StatusCode.DEADLINE_EXCEEDED else None
+            self.conn.write(self, [], trailers=trailers, reset=CANCEL)
         self.conn.forget(self)
         self._run_callbacks()
 
@@ -489,7 +477,9 @@ class _Connection:
         self.send_window = DEFAULT_WINDOW
         self.recv_window = CONNECTION_WINDOW
         self.recv_unacked = 0
-        self.decoder = hpack.Decoder(max_header_list_size=MAX_HEADER_LIST)
+        # past MAX_HEADER_LIST a call fails alone (its block is still decoded whole, keeping the HPACK
+        # state); only a block past this guard ends the connection
+        self.decoder = hpack.Decoder(max_header_list_size=4 * MAX_HEADER_LIST)
         self._decoded: dict[tuple[int, bytes], list[tuple[bytes, bytes]]] = {}
         self._table_generation = 0
         self.buf = bytearray()
@@ -519,6 +509,42 @@ class _Connection:
                 return False
             try:
                 _sendall(self.sock, frames)
+                return True
+            except OSError:
+                pass
+        self._lost()
+        return False
+
+    def write(self, call: _Call, frames: list[bytes | memoryview], *, trailers: bytes | None = None,
+              reset: int | None = None, headers_only: bool = False) -> bool:
+        """Write a call's frames: its response HEADERS first when none went out yet, then ``frames``,
+        then ``trailers`` ending the stream (alone, a trailers-only response), then RST_STREAM with
+        ``reset``.  Whether HEADERS went out, and whether the stream has ended, is decided under
+        the write lock, so a status from the reader thread and a response from the handler cannot
+        make a response without ``:status``, nor DATA after the end of the stream."""
+        out: list[bytes | memoryview] = []
+        with self.wlock:
+            if self.closed or call.ended:
+                return False
+            if self._out and threading.get_ident() == self.reader:
+                out, self._out = self._out, []  # what the reader thread owes goes along
+            if not call.headers_sent and (frames or trailers is not None or headers_only):
+                call.headers_sent = True
+                if trailers is not None and not frames:
+                    out.append(_frame(HEADERS, END_HEADERS | END_STREAM, call.id, call.head + trailers))
+                    trailers = None
+                    call.ended = True
+                else:
+                    out.append(_frame(HEADERS, END_HEADERS, call.id, call.head))
+            out.extend(frames)
+            if trailers is not None:
+                out.append(_frame(HEADERS, END_HEADERS | END_STREAM, call.id, trailers))
+                call.ended = True
+            if reset is not None:
+                out.append(_frame(RST_STREAM, 0, call.id, _U32.pack(reset)))
+                call.ended = True
+            try:
+                _sendall(self.sock, out)
                 return True
             except OSError:
                 pass
@@ -860,13 +886,7 @@ class _Connection:
                 return
             call.finished = True
             call.cond.notify_all()
-            headers_sent = call.headers_sent
-            call.headers_sent = True
-        trailers = _trailers(code, details)
-        self._out.append(_frame(HEADERS, END_HEADERS | END_STREAM, call.id,
-                                trailers if headers_sent else _RESPONSE_HEADERS + trailers))
-        if not call.remote_closed:
-            self._out.append(_frame(RST_STREAM, 0, call.id, _U32.pack(NO_ERROR)))
+        self.write(call, [], trailers=_trailers(code, details), reset=None if call.remote_closed else NO_ERROR)
         self.forget(call)
         call._run_callbacks()
 
@@ -891,7 +911,7 @@ class _Connection:
             raise ProtocolError("CONTINUATION without HEADERS")
         block = self._block[2]
         block += payload
-        if len(block) > MAX_HEADER_LIST * 2:
+        if len(block) > 4 * MAX_HEADER_LIST:
             raise ProtocolError("header block too large", ENHANCE_YOUR_CALM)
         if flags & END_HEADERS:
             first_flags = self._block[1]
@@ -939,6 +959,13 @@ class _Connection:
         self.last_stream = stream_id
         if self.goaway_sent or len(self.calls) >= MAX_CONCURRENT_STREAMS:
             self._out.append(_frame(RST_STREAM, 0, stream_id, _U32.pack(REFUSED_STREAM)))
+            return
+        size = sum(len(name) + len(value) + 32 for name, value in fields)
+        if size > MAX_HEADER_LIST:  # as grpcio: this call fails, the connection's other calls go on
+            self._out.append(_frame(HEADERS, END_HEADERS | END_STREAM, stream_id, _RESPONSE_HEADERS + _trailers(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"request metadata of {size} bytes exceeds {MAX_HEADER_LIST}")))
+            if not flags & END_STREAM:
+                self._out.append(_frame(RST_STREAM, 0, stream_id, _U32.pack(NO_ERROR)))
             return
         self._start_call(stream_id, flags, fields)
 
@@ -1005,8 +1032,8 @@ class _Connection:
     def _dispatch(self, call: _Call) -> None:
         call.dispatched = True
         if (call.prompt and not call.streaming_request and self.inline is None and not self.running_inline
-                and len(self.calls) == 1):
-            self.inline = call  # the only call on this connection: answer it without a hand-off
+                and all(c is call or c.finished for c in list(self.calls.values()))):
+            self.inline = call  # the only live call on this connection: answer it without a hand-off
             return
         try:
             self.server.executor.submit(_run_call, call)
