@@ -630,6 +630,25 @@ def test_request_over_the_receive_limit(short_dir: Path) -> None:
         r.server.stop(None).wait(WAIT)
 
 
+def test_response_over_the_send_limit(short_dir: Path) -> None:
+    r = Running(short_dir, TransportService(), options=[("grpc.max_send_message_length", MiB)])
+    try:
+        with r.channel() as ch:
+            blob = _method(ch, "Blob")
+            assert blob(b"%d" % MiB, timeout=WAIT) == _pattern(0, MiB)
+            with pytest.raises(grpc.RpcError) as err:
+                blob(b"%d" % (MiB + 1), timeout=WAIT)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert err.value.details() == f"grpc: trying to send message larger than max ({MiB + 1} vs. {MiB})"
+            stream = _method(ch, "Chunks", "unary_stream")(b"3 %d" % (MiB + 1), timeout=WAIT)
+            with pytest.raises(grpc.RpcError) as err:
+                list(stream)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert _method(ch, "Echo")(b"next", timeout=WAIT) == b"next"
+    finally:
+        r.server.stop(None).wait(WAIT)
+
+
 def test_oversized_metadata_fails_that_call_only(running: Running, channel: grpc.Channel) -> None:
     service = running.service
     held = _method(channel, "Gate").future(b"bystander", timeout=WAIT)

@@ -16,7 +16,8 @@ functions register, through the same :class:`grpc.ServerInterceptor` chain, and 
 * gRPC framing: length-prefixed messages (uncompressed: a client that compresses is told
   UNIMPLEMENTED), ``grpc-timeout`` deadlines, metadata (``-bin`` keys base64), trailers with
   ``grpc-status`` and a percent-encoded ``grpc-message``, trailers-only error responses;
-* message limits: a request larger than ``max_receive_message_length`` is RESOURCE_EXHAUSTED.
+* message limits: a request larger than ``max_receive_message_length`` is RESOURCE_EXHAUSTED, and
+  so is a response larger than ``max_send_message_length`` (the call fails instead of sending it).
 
 A protocol violation ends that connection with GOAWAY; a bad call ends that call only.
 """
@@ -372,8 +373,17 @@ class _Call:
         self.conn.write(self, [], headers_only=True)
 
     def send_message(self, message: bytes, trailers: bytes | None = None) -> bool:
-        """Send one response message (then the trailers, when given); False once the call has ended."""
+        """Send one response message (then the trailers, when given); False once the call has ended.
+
+        A message over the server's ``max_send_message_length`` ends the call with RESOURCE_EXHAUSTED
+        instead, as grpcio does: the client would refuse it anyway.
+        """
         conn = self.conn
+        limit = conn.server.max_send
+        if len(message) > limit:
+            self.finish(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"grpc: trying to send message larger than max ({len(message)} vs. {limit})")
+            return False
         prefix = _MSG.pack(0, len(message))
         data = memoryview(message)
         total = len(message) + 5
@@ -1141,12 +1151,14 @@ class Server:
     :param max_workers: threads running handlers; a long stream (Write, Events, Logs) holds one.
     :param interceptors: :class:`grpc.ServerInterceptor` objects, the first outermost.
     :param max_receive_message_length: largest request message.
+    :param max_send_message_length: largest response message.
     """
 
     def __init__(self, *, max_workers: int = 32, interceptors: Sequence[grpc.ServerInterceptor] = (),
-                 max_receive_message_length: int = 4 << 20) -> None:
+                 max_receive_message_length: int = 4 << 20, max_send_message_length: int = MAX_WINDOW) -> None:
         self.executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hoist-grpc")
         self.max_receive = max_receive_message_length
+        self.max_send = max_send_message_length
         self.deadlines = _Deadlines()
         self._interceptors = tuple(interceptors)
         self._generic: list[grpc.GenericRpcHandler] = []
@@ -1275,10 +1287,12 @@ def _chain(interceptor: grpc.ServerInterceptor, continuation: Callable[[Any], An
 
 def server(*, max_workers: int = 32, interceptors: Sequence[grpc.ServerInterceptor] = (),
            options: Sequence[tuple[str, Any]] = ()) -> Server:
-    """A :class:`Server`; ``options`` takes grpcio's ``grpc.max_receive_message_length``."""
+    """A :class:`Server`; ``options`` takes grpcio's ``grpc.max_receive_message_length`` and
+    ``grpc.max_send_message_length``."""
     opts = dict(options)
     return Server(max_workers=max_workers, interceptors=interceptors,
-                  max_receive_message_length=opts.get("grpc.max_receive_message_length", 4 << 20))
+                  max_receive_message_length=opts.get("grpc.max_receive_message_length", 4 << 20),
+                  max_send_message_length=opts.get("grpc.max_send_message_length", MAX_WINDOW))
 
 
 __all__ = ["PROMPT_ATTRIBUTE", "ProtocolError", "Server", "prompt", "server"]
