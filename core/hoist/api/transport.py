@@ -718,24 +718,40 @@ class _Connection:
             return
         if len(payload) % 6:
             raise ProtocolError("SETTINGS payload not a multiple of 6", FRAME_SIZE_ERROR)
+        window = max_frame = None
         for off in range(0, len(payload), 6):
             key, value = _SETTING.unpack_from(payload, off)
             if key == S_INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
                     raise ProtocolError("initial window too large", FLOW_CONTROL_ERROR)
-                with self.lock:
-                    delta = value - self.peer_initial_window
-                    self.peer_initial_window = value
-                    for call in self.calls.values():
-                        call.send_window += delta
-                        call.cond.notify_all()
+                window = value
             elif key == S_MAX_FRAME_SIZE:
                 if not DEFAULT_FRAME_SIZE <= value <= (1 << 24) - 1:
                     raise ProtocolError(f"invalid SETTINGS_MAX_FRAME_SIZE {value}")
-                self.peer_max_frame = value
+                max_frame = value
             elif key == S_ENABLE_PUSH and value > 1:
                 raise ProtocolError("invalid SETTINGS_ENABLE_PUSH")
-        self._out.append(_frame(SETTINGS, ACK, 0))
+        # A client may hold to its old limits until it has our ACK (grpc-core does): the new values
+        # take effect and the ACK is written in one step under the write lock, so no frame sized by
+        # them can reach the client before the ACK does.
+        lost = False
+        with self.wlock:
+            with self.lock:
+                if window is not None:
+                    delta = window - self.peer_initial_window
+                    self.peer_initial_window = window
+                    for call in self.calls.values():
+                        call.send_window += delta
+                        call.cond.notify_all()
+                if max_frame is not None:
+                    self.peer_max_frame = max_frame
+            if not self.closed:
+                try:
+                    _sendall(self.sock, [_frame(SETTINGS, ACK, 0)])
+                except OSError:
+                    lost = True
+        if lost:
+            self._lost()
 
     def _on_ping(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:
