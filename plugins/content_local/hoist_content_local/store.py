@@ -4,11 +4,12 @@ Layout under ``root``::
 
     blobs/<alg>/<hex>          committed blobs, read-only; only ever appear by an atomic link of verified data
     labels/<alg>/<hex>.json    labels and update time of a blob (absent when it has none)
-    ingest/<sha256(ref)>/      one ingest: ref, data, total, expected, startedat, updatedat
-    locks/<sha256(ref)>        flock(2) lock files held by the ref's writer
+    ingest/<sha256(ref)>/      one ingest: ``status`` (JSON: ref, total, expected, started_at, updated_at) and ``data``
 
 A ref is hashed into its directory name, never used as a path.  One writer per ref across threads
-(an in-process table) and processes (``flock``); a dead process's lock dies with it.
+(an in-process table) and processes (``flock`` on the ingest directory); a dead process's lock dies
+with it.  An ingest is two files: every inode created and freed costs a small blob's ingest much of
+its time on a busy file system, so there are no per-field files and no separate lock files.
 """
 
 from __future__ import annotations
@@ -114,17 +115,8 @@ def _write_new(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _replace_or_remove(path: Path, text: str) -> None:
-    if text:
-        _write_atomic(path, text.encode())
-    else:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-_INGEST_FILES = ("data", "ref", "startedat", "updatedat", "total", "expected")
+_INGEST_FILES = ("data", "status")
+_STATUS = "status"
 
 
 def _remove_ingest(path: Path) -> None:
@@ -140,6 +132,57 @@ def _remove_ingest(path: Path) -> None:
         os.rmdir(path)
     except OSError:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _empty_dir(path: Path) -> None:
+    """Remove everything inside ``path``, keeping the directory (a locked ingest starting afresh)."""
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+
+
+def _status_doc(ref: str, total: int, expected: Digest | None, started: dt.datetime, updated: dt.datetime) -> bytes:
+    doc: dict[str, object] = {"ref": ref, "started_at": started.isoformat(), "updated_at": updated.isoformat()}
+    if total:
+        doc["total"] = total
+    if expected is not None:
+        doc["expected"] = str(expected)
+    return json.dumps(doc).encode()
+
+
+def _read_status(path: Path) -> tuple[str, int, Digest | None, dt.datetime, dt.datetime]:
+    """``(ref, total, expected, started_at, updated_at)`` of the ingest at ``path``.
+
+    :raises OSError: no status file.
+    :raises ValueError: a status file that does not hold them.
+    """
+    doc = json.loads((path / _STATUS).read_bytes())
+    if not isinstance(doc, dict):
+        raise ValueError("status is not a JSON object")
+    ref, total, expected = doc.get("ref"), doc.get("total", 0), doc.get("expected")
+    if not isinstance(ref, str) or not ref:
+        raise ValueError("status names no ref")
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        raise ValueError(f"status holds total {total!r}")
+    if expected is not None and not isinstance(expected, str):
+        raise ValueError(f"status holds expected digest {expected!r}")
+    try:
+        want = Digest.parse(expected) if expected else None
+    except InvalidArgumentError as e:
+        raise ValueError(str(e)) from None
+    if "started_at" not in doc:
+        raise ValueError("status has no start time")
+    started = _parse_time(str(doc["started_at"]))
+    try:
+        updated = _parse_time(str(doc["updated_at"]))
+    except (KeyError, ValueError):
+        updated = started
+    return ref, total, want, started, updated
 
 
 def _fsync_dir(path: Path) -> None:
@@ -198,14 +241,24 @@ def _mtime(st: os.stat_result) -> dt.datetime:
 
 
 class _RefLock:
-    """An exclusive lock on one ingest ref: in-process table entry plus flock on ``locks/<key>``."""
+    """An exclusive lock on one ingest ref: in-process table entry plus flock on its ingest directory.
+
+    Whoever removes the directory does so while holding the lock; a lock then taken on the removed
+    directory is stale, and the taker tries again on a new one.
+    """
 
     def __init__(self, path: Path, ref: str) -> None:
         self.path = path
         self.ref = ref
         self.fd = -1
+        self.created = False  # the directory was made by this acquire: a new, empty ingest
 
-    def acquire(self) -> None:
+    def acquire(self, *, create: bool = True) -> None:
+        """Lock the ingest directory, making it first when ``create``.
+
+        :raises UnavailableError: another writer holds the ref.
+        :raises NotFoundError: there is no ingest directory and ``create`` is false.
+        """
         key = str(self.path)
         with _held_mu:
             since = _held.get(key)
@@ -213,15 +266,27 @@ class _RefLock:
                 raise UnavailableError(f"ref {_show(self.ref)} locked: in use since {since.isoformat()}")
             _held[key] = _now()
         try:
-            self._flock()
+            self._flock(create)
         except BaseException:
             with _held_mu:
                 _held.pop(key, None)
             raise
 
-    def _flock(self) -> None:
+    def _flock(self, create: bool) -> None:
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            created = False
+            if create:
+                try:
+                    os.mkdir(self.path)
+                    created = True
+                except FileExistsError:
+                    pass
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if create:
+                    continue  # removed by its holder between our mkdir and open
+                raise NotFoundError(f"ingest {_show(self.ref)}: not found") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -230,24 +295,23 @@ class _RefLock:
             except BaseException:
                 os.close(fd)
                 raise
-            # The holder unlinks the file before unlocking; a lock taken on an unlinked inode is stale.
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
             if same:
                 self.fd = fd
+                self.created = created
                 return
             os.close(fd)
+            if not create:
+                raise NotFoundError(f"ingest {_show(self.ref)}: not found")
 
     def release(self) -> None:
+        """Unlock; the ingest directory (if still there) stays for a later writer."""
         if self.fd < 0:
             return
         try:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
             os.close(self.fd)
         finally:
             self.fd = -1
@@ -336,6 +400,10 @@ class BlobReader(ReaderAtFile):
 
 _OFFLOAD_MIN = 256 << 10
 """Writes at least this large go to a helper thread while the writer hashes them."""
+_OFFLOAD_MIN_TOTAL = 4 << 20
+"""Only ingests of blobs larger than this (or of unknown size) hand writes off: a smaller blob gains at most one
+write's overlap, and when many are fetched at once the CPUs are busy anyway, so the hand-off would only add
+thread switches."""
 _OFFLOAD_THREADS = 4
 _offload_jobs: queue.SimpleQueue = queue.SimpleQueue()
 _offload_started: list[threading.Thread] = []
@@ -392,6 +460,7 @@ class LocalWriter:
         self._started_at = started_at
         self._updated_at = updated_at
         self._flushed = offset  # bytes handed to the kernel for write-back
+        self._offload = not total or total > _OFFLOAD_MIN_TOTAL
         self.ref = lock.ref
 
     def __enter__(self) -> LocalWriter:
@@ -423,7 +492,7 @@ class LocalWriter:
             raise OutOfRangeError(
                 f"ingest {_show(self.ref)}: write of {n} bytes at offset {self._offset} exceeds total {self._total}"
             )
-        if n >= _OFFLOAD_MIN:
+        if n >= _OFFLOAD_MIN and self._offload:
             # Hash here while a helper thread writes: both release the GIL, so a large blob costs about
             # the slower of the two instead of their sum.  The hash state is kept to undo a failed write.
             before = self._hasher.copy()
@@ -548,7 +617,8 @@ class LocalWriter:
             return
         fd, self._fd = self._fd, -1
         try:
-            _write_atomic(self._path / "updatedat", self._updated_at.isoformat().encode())
+            _write_atomic(self._path / _STATUS, _status_doc(self.ref, self._total, self._expected, self._started_at,
+                                                           self._updated_at))
         except OSError as e:
             log.warning("ingest %s: could not record update time: %s", _show(self.ref), e)
         finally:
@@ -567,7 +637,7 @@ class LocalContentStore:
         self.root = Path(root)
         self.fsync = fsync
         self.writeback_bytes = writeback_bytes
-        for d in ("blobs", "ingest", "locks", "labels"):
+        for d in ("blobs", "ingest", "labels"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         self._labels_mu = threading.Lock()
         self._dir_syncs: dict[str, _DirSync] = {}
@@ -752,11 +822,14 @@ class LocalContentStore:
         if want is not None and self._blob_path(want).exists():
             self._drop_finished_ingest(key, ref, want)
             raise AlreadyExistsError(f"content {want}: already exists")
-        lock = _RefLock(self.root / "locks" / key, ref)
+        path = self.root / "ingest" / key
+        lock = _RefLock(path, ref)
         lock.acquire()
         try:
-            return self._open(lock, self.root / "ingest" / key, ref, total, want)
+            return self._open(lock, path, ref, total, want)
         except BaseException:
+            if lock.created:
+                shutil.rmtree(path, ignore_errors=True)  # while still locked: nothing of it was usable
             lock.release()
             raise
 
@@ -768,10 +841,10 @@ class LocalContentStore:
         path = self.root / "ingest" / key
         if not path.is_dir():
             return
-        lock = _RefLock(self.root / "locks" / key, ref)
+        lock = _RefLock(path, ref)
         try:
-            lock.acquire()
-        except UnavailableError:
+            lock.acquire(create=False)
+        except (UnavailableError, NotFoundError):
             return
         try:
             shutil.rmtree(path, ignore_errors=True)
@@ -779,44 +852,24 @@ class LocalContentStore:
             lock.release()
 
     def _open(self, lock: _RefLock, path: Path, ref: str, total: int, want: Digest | None) -> LocalWriter:
-        try:
-            os.mkdir(path)  # the usual case: no ingest under this ref yet
-        except FileExistsError:
+        if not lock.created:  # the usual case is a new directory: no ingest under this ref yet
             resumed = self._resume(path, ref, total, want)
             if resumed is not None:
                 return LocalWriter(self, lock, path, *resumed)
-            shutil.rmtree(path, ignore_errors=True)
-            path.mkdir()
+            _empty_dir(path)
         now = _now()
-        # Written in place, not through a rename: the directory is new and ``data`` comes last, so a
-        # creation cut short leaves an ingest without data, which the next writer discards.
-        _write_new(path / "ref", ref.encode("utf-8"))
-        _write_new(path / "startedat", now.isoformat().encode())
-        # The two stamps start equal: one file under both names (a close replaces ``updatedat`` with a new
-        # file).  Every ingest file created and removed is an inode allocated and freed, and on a busy
-        # file system those are much of a small blob's cost.
-        os.link(path / "startedat", path / "updatedat")
-        if total:
-            _write_new(path / "total", str(total).encode())
-        if want is not None:
-            _write_new(path / "expected", str(want).encode())
-        fd = os.open(path / "data", os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        # Written in place, not through a rename: the directory is new (or emptied) and ``data`` comes
+        # last, so a creation cut short leaves an ingest without data, which the next writer discards.
+        _write_new(path / _STATUS, _status_doc(ref, total, want, now, now))
+        fd = os.open(path / "data", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         hasher = hashlib.new(want.algorithm if want else "sha256")
         return LocalWriter(self, lock, path, fd, hasher, 0, total, want, now, now)
 
     def _resume(self, path: Path, ref: str, total: int, want: Digest | None):  # type: ignore[no-untyped-def]
-        if not path.is_dir():
-            return None
         try:
-            if (path / "ref").read_bytes() != ref.encode("utf-8"):
-                raise ValueError("ref file names another ref")
-            stored_total = self._read_total(path)
-            stored_want = self._read_expected(path)
-            started = _parse_time((path / "startedat").read_text())
-            try:
-                updated = _parse_time((path / "updatedat").read_text())
-            except (FileNotFoundError, ValueError):
-                updated = started
+            stored_ref, stored_total, stored_want, started, updated = _read_status(path)
+            if stored_ref != ref:
+                raise ValueError("status names another ref")
             if total and stored_total and total != stored_total:
                 raise ValueError(f"declared total {total} differs from the ingest's {stored_total}")
             if want and stored_want and want != stored_want:
@@ -833,13 +886,11 @@ class LocalContentStore:
                 raise ValueError(f"data ({st.st_size} bytes) is longer than its total {total}")
             hasher = hashlib.new(want.algorithm if want else "sha256")
             offset = _hash_fd(fd, hasher)
-            # the new writer's declarations replace the old ones (none declared: none kept)
-            if stored_total != total:
-                _replace_or_remove(path / "total", str(total) if total else "")
-            if stored_want != want:
-                _replace_or_remove(path / "expected", str(want) if want else "")
             if st.st_mtime_ns > updated.timestamp() * 1e9:
                 updated = _mtime(st)
+            # the new writer's declarations replace the old ones (none declared: none kept)
+            if stored_total != total or stored_want != want:
+                _write_atomic(path / _STATUS, _status_doc(ref, total, want, started, updated))
             return fd, hasher, offset, total, want, started, updated
         except (OSError, ValueError) as e:
             os.close(fd)
@@ -849,24 +900,6 @@ class LocalContentStore:
             except FileNotFoundError:
                 pass
             return None
-
-    @staticmethod
-    def _read_total(path: Path) -> int:
-        try:
-            text = (path / "total").read_text().strip()
-        except FileNotFoundError:
-            return 0
-        if not text.isdigit():
-            raise ValueError(f"total file holds {text[:40]!r}")
-        return int(text)
-
-    @staticmethod
-    def _read_expected(path: Path) -> Digest | None:
-        try:
-            text = (path / "expected").read_text().strip()
-        except FileNotFoundError:
-            return None
-        return Digest.parse(text) if text else None
 
     def _rehash(self, fd: int, algorithm: str) -> Digest:
         h = hashlib.new(algorithm)
@@ -885,15 +918,8 @@ class LocalContentStore:
 
     def _status(self, path: Path) -> Status | None:
         try:
-            ref = (path / "ref").read_bytes().decode("utf-8")
+            ref, total, expected, started, updated = _read_status(path)
             data = os.stat(path / "data")
-            started = _parse_time((path / "startedat").read_text())
-            try:
-                updated = _parse_time((path / "updatedat").read_text())
-            except (FileNotFoundError, ValueError):
-                updated = started
-            total = self._read_total(path)
-            expected = self._read_expected(path)
         except (OSError, ValueError, UnicodeDecodeError):
             return None
         return Status(
@@ -924,13 +950,10 @@ class LocalContentStore:
         :raises NotFoundError: no such ingest.
         :raises UnavailableError: a writer holds it.
         """
-        key = _ref_key(ref)
-        lock = _RefLock(self.root / "locks" / key, ref)
-        lock.acquire()
+        path = self.root / "ingest" / _ref_key(ref)
+        lock = _RefLock(path, ref)
+        lock.acquire(create=False)
         try:
-            path = self.root / "ingest" / key
-            if not path.is_dir():
-                raise NotFoundError(f"ingest {_show(ref)}: not found")
             shutil.rmtree(path)
         finally:
             lock.release()

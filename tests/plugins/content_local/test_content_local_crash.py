@@ -111,4 +111,4 @@ def test_kill_at_random_moments_never_publishes_bad_blobs(tmp_path: Path) -> Non
         write_blob(store, f"layer-{seed}", io.BytesIO(data), len(data), Digest.from_bytes(data))
     assert len(_check_blobs(root)) == 6
     assert store.list_statuses() == []
-    assert os.listdir(root / "locks") == []
+    assert os.listdir(root / "ingest") == []

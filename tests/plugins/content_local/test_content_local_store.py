@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import io
@@ -51,18 +52,23 @@ def test_layout_and_read_only_blobs(store: LocalContentStore, root: Path) -> Non
     w = store.writer("layer-1", total=1000, expected=d)
     w.write(data[:10])
     ingest = root / "ingest" / _key("layer-1")
-    assert (ingest / "ref").read_text() == "layer-1"
-    assert (ingest / "total").read_text() == "1000"
-    assert (ingest / "expected").read_text() == str(d)
-    assert (ingest / "startedat").is_file() and (ingest / "updatedat").is_file()
-    assert (root / "locks" / _key("layer-1")).is_file()
+    assert sorted(os.listdir(ingest)) == ["data", "status"]
+    status = json.loads((ingest / "status").read_text())
+    assert (status["ref"], status["total"], status["expected"]) == ("layer-1", 1000, str(d))
+    assert status["started_at"] == status["updated_at"]
+    fd = os.open(ingest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(BlockingIOError):  # the writer holds flock(2) on its ingest directory
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
     w.write(data[10:])
     w.commit(1000, d, {"a": "b"})
     blob = root / "blobs" / "sha256" / d.hex
     assert blob.read_bytes() == data
     assert stat.S_IMODE(blob.stat().st_mode) == 0o444
     assert not ingest.exists()
-    assert not (root / "locks" / _key("layer-1")).exists(), "lock files do not pile up"
+    assert os.listdir(root / "ingest") == [], "nothing piles up"
     assert json.loads((root / "labels" / "sha256" / f"{d.hex}.json").read_text())["labels"] == {"a": "b"}
 
 
@@ -134,29 +140,37 @@ def _half_write(store: LocalContentStore, ref: str, data: bytes, n: int, total: 
 
 @pytest.mark.parametrize(
     "damage",
-    ["missing-data", "ref-mismatch", "longer-than-total", "garbage-total", "missing-ref", "missing-startedat", "empty-dir", "garbage-expected"],
+    ["missing-data", "ref-mismatch", "longer-than-total", "garbage-total", "missing-status", "missing-started-at",
+     "empty-dir", "garbage-expected", "garbage-status"],
 )
 def test_damaged_ingest_is_discarded(store: LocalContentStore, root: Path, damage: str) -> None:
     data, d = make_content(5000)
     _half_write(store, "dmg", data, 2000, total=5000)
     p = _ingest(root, "dmg")
+    status = json.loads((p / "status").read_text())
+
+    def edit(**changes: object) -> None:
+        (p / "status").write_text(json.dumps({k: v for k, v in {**status, **changes}.items() if v is not None}))
+
     if damage == "missing-data":
         (p / "data").unlink()
     elif damage == "ref-mismatch":
-        (p / "ref").write_text("some other ref")
+        edit(ref="some other ref")
     elif damage == "longer-than-total":
         (p / "data").write_bytes(b"z" * 6000)
     elif damage == "garbage-total":
-        (p / "total").write_text("12ab")
-    elif damage == "missing-ref":
-        (p / "ref").unlink()
-    elif damage == "missing-startedat":
-        (p / "startedat").unlink()
+        edit(total="12ab")
+    elif damage == "missing-status":
+        (p / "status").unlink()
+    elif damage == "missing-started-at":
+        edit(started_at=None)
     elif damage == "empty-dir":
         for f in p.iterdir():
             f.unlink()
     elif damage == "garbage-expected":
-        (p / "expected").write_text("sha256:nope")
+        edit(expected="sha256:nope")
+    elif damage == "garbage-status":
+        (p / "status").write_text('{"ref": "dmg", ')
     w = store.writer("dmg", total=5000, expected=d)
     assert w.status().offset == 0, "a damaged ingest starts afresh"
     w.write(data)
@@ -197,8 +211,7 @@ def test_interrupted_commit_leaves_blob_intact(store: LocalContentStore, root: P
     write_blob(store, "done", io.BytesIO(data), 3000, d)
     p = _ingest(root, "done")
     p.mkdir()
-    (p / "ref").write_text("done")
-    (p / "startedat").write_text("2024-01-01T00:00:00+00:00")
+    (p / "status").write_text(json.dumps({"ref": "done", "started_at": "2024-01-01T00:00:00+00:00"}))
     os.link(root / "blobs" / "sha256" / d.hex, p / "data")
     w = store.writer("done")
     assert w.status().offset == 0
