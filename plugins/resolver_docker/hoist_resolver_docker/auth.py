@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -190,6 +189,8 @@ def run_credential_helper(name: str, server: str) -> Credentials | None:
 
     :raises UnavailableError: the helper is missing or fails otherwise.
     """
+    import subprocess  # only here: most runs never start a helper, and the module costs a millisecond to load
+
     program = f"docker-credential-{name}"
     try:
         proc = subprocess.run([program, "get"], input=server.encode(), capture_output=True,

@@ -75,6 +75,8 @@ _MAX_REDIRECTS = 10
 _MANIFEST_CACHE_BYTES = 16 << 20
 _POOL_WAIT = 600.0
 _SCHEME = "docker://"
+#: The ``Accept`` of a request that names none.
+_ACCEPT_ANY = {"Accept": "*/*"}
 
 #: Makes the Hoist error for a refused request from the response, the object's name and the body.
 ErrorFunc = Callable[[httpx.Response, str, bytes], HoistError]
@@ -120,10 +122,34 @@ def sniff_media_type(body: bytes) -> str:
     return ""
 
 
+class RegistryClient:
+    """One connection pool (an httpx transport) with the session's timeouts; sends each request as given.
+
+    The session follows redirects, answers auth challenges and retries by itself, so it needs none of
+    what an ``httpx.Client`` adds to every request (merged defaults, cookies, redirects, event hooks):
+    that machinery cost about as much CPU as the HTTP exchange itself.  Registries keep no cookies
+    (containerd's client has no cookie jar either).
+    """
+
+    def __init__(self, transport: httpx.BaseTransport, timeout: httpx.Timeout) -> None:
+        self.transport = transport
+        self._timeout = timeout.as_dict()
+
+    def send(self, method: str, url: str, headers: Mapping[str, str], content: Any = None) -> httpx.Response:
+        """The streamed response to one request (read or close it)."""
+        request = httpx.Request(method, url, headers=headers, content=content, extensions={"timeout": self._timeout})
+        response = self.transport.handle_request(request)
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        self.transport.close()
+
+
 class RegistrySession:
     """What every request of one resolver shares: pooled clients, hosts, auth, retry policy.
 
-    One httpx client serves all endpoints with default TLS; endpoints with their own CA, client
+    One client serves all endpoints with default TLS; endpoints with their own CA, client
     certificate or ``skip_verify`` get one client per distinct TLS setup.  Thread-safe.
 
     :param transport: replaces the network for every endpoint (tests: ``httpx.MockTransport``).
@@ -153,7 +179,7 @@ class RegistrySession:
             Path(config.config_path) if config.config_path else None)
         self.hosts_dir = hosts_dir
         self._lock = threading.Lock()
-        self._clients: dict[tuple, httpx.Client] = {}
+        self._clients: dict[tuple, RegistryClient] = {}
         self._hosts: dict[str, HostList] = {}
         self._user_registries: set[str] = set()
         self._docker_creds = DockerConfigCredentials(Path(config.docker_config) if config.docker_config else None)
@@ -189,7 +215,7 @@ class RegistrySession:
             return Credentials(username=self.options.username, secret=self.options.secret)
         return self._docker_creds.get(registry)
 
-    def client_for(self, host: RegistryHost | None) -> httpx.Client:
+    def client_for(self, host: RegistryHost | None) -> RegistryClient:
         """The pooled client for ``host``'s TLS setup (the default client for ``None``)."""
         key = host.tls_key() if host is not None and self._transport is None else ()
         with self._lock:
@@ -198,11 +224,10 @@ class RegistrySession:
             client = self._clients.get(key)
             if client is None:
                 if self._transport is not None:
-                    client = httpx.Client(transport=self._transport, timeout=self._timeout, trust_env=False)
+                    client = RegistryClient(self._transport, self._timeout)
                 else:
                     verify = self._ssl_context(host) if key and key != _DEFAULT_TLS else DefaultTrustContext()
-                    client = httpx.Client(transport=RegistryTransport(verify=verify, limits=self._limits),
-                                          timeout=self._timeout, trust_env=False)
+                    client = RegistryClient(RegistryTransport(verify=verify, limits=self._limits), self._timeout)
                 self._clients[key] = client
             return client
 
@@ -247,7 +272,7 @@ class RegistrySession:
         """The headers every request carries: ``User-Agent``, ``Accept-Encoding`` and the options' ``headers``."""
         return dict(self._headers)
 
-    def _exchange(self, client: httpx.Client, method: str, url: str, headers: Mapping[str, str], auth: str | None,
+    def _exchange(self, client: RegistryClient, method: str, url: str, headers: Mapping[str, str], auth: str | None,
                   auth_origin: tuple | None, body: Body | None, length: int | None, what: str,
                   plain: bool = False) -> httpx.Response:
         """Send once, following redirects; ``Authorization`` only while the URL stays on ``auth_origin``.
@@ -256,7 +281,7 @@ class RegistrySession:
         ``GET`` without it.
         """
         for _ in range(_MAX_REDIRECTS + 1):
-            h = {**(self._plain_headers if plain else self._headers), **headers}
+            h = {**_ACCEPT_ANY, **(self._plain_headers if plain else self._headers), **headers}
             if auth and auth_origin is not None and _origin(url) == auth_origin:
                 h["Authorization"] = auth
             content = body() if callable(body) else body
@@ -264,8 +289,7 @@ class RegistrySession:
                 h["Content-Length"] = str(length)
             elif content is None and method in ("POST", "PUT", "PATCH"):
                 h["Content-Length"] = "0"
-            response = client.send(client.build_request(method, url, headers=h, content=content), stream=True,
-                                   follow_redirects=False)
+            response = client.send(method, url, h, content)
             location = response.headers.get("location")
             if response.status_code not in _REDIRECTS or not location:
                 return response
@@ -274,7 +298,8 @@ class RegistrySession:
                 target = urljoin(str(response.url), location)
                 usable = urlsplit(target).scheme in ("http", "https")
                 same_origin = _origin(target) == _origin(url)
-            except ValueError as e:
+                httpx.URL(target)  # one that httpx cannot request is refused here, with the others
+            except (ValueError, httpx.InvalidURL) as e:
                 raise FailedPreconditionError(f"{what}: {url}: redirect to unusable URL {location!r}: {e}") from e
             if not usable:
                 raise FailedPreconditionError(f"{what}: {url}: redirect to unsupported URL {target!r}")
@@ -285,7 +310,7 @@ class RegistrySession:
             url = target
         raise UnavailableError(f"{what}: {url}: more than {_MAX_REDIRECTS} redirects")
 
-    def _send(self, client: httpx.Client, method: str, url: str, *, what: str, where: str,
+    def _send(self, client: RegistryClient, method: str, url: str, *, what: str, where: str,
               headers: Mapping[str, str], ok: tuple[int, ...] | None, body: Body | None = None,
               length: int | None = None, attempts: int | None = None, retry: bool = True,
               error: ErrorFunc = error_for_status, auth_origin: tuple | None = None,

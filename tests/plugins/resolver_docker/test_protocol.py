@@ -59,6 +59,26 @@ def test_resolve_heads_with_the_full_accept_list(fake: FakeRegistry, make_resolv
     assert _read(resolved.fetcher.fetch(manifest)) == fake.manifests[str(manifest.digest)][0]
 
 
+def test_requests_carry_only_the_resolvers_headers_and_no_cookies(fake: FakeRegistry, make_resolver) -> None:
+    """As containerd's client: a cookie a registry sets is not sent back."""
+    manifest, layer = fake.image()
+
+    def set_cookie(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "HEAD":
+            answer = fake.serve(request)
+            answer.headers["Set-Cookie"] = "session=abc; Path=/"
+            return answer
+        return None
+
+    fake.hook = set_cookie
+    resolved = make_resolver().resolve(REF)
+    assert _read(resolved.fetcher.fetch(layer)) == b"layer-bytes"
+    get = fake.requests[-1]
+    assert (get.method, get.url.path) == ("GET", f"/v2/app/blobs/{layer.digest}")
+    assert "cookie" not in get.headers
+    assert get.headers["accept-encoding"] == "identity" and get.headers["user-agent"].startswith("hoist/")
+
+
 def test_get_when_head_is_refused_and_digest_over_raw_bytes(fake: FakeRegistry, make_resolver) -> None:
     raw = b'{"schemaVersion": 2,  "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}\n'
     desc = fake.add_manifest("app", "1", raw, OCI_INDEX)

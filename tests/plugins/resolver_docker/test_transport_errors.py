@@ -264,8 +264,10 @@ def test_an_unusable_upload_location_is_refused(fake: FakeRegistry, make_resolve
 def test_a_redirect_to_an_unusable_url_is_reported(fake: FakeRegistry, make_resolver, sleeps: list[float]) -> None:
     fake.image()
     fake.hook = lambda req: httpx.Response(307, headers={"Location": "/v2/app/manifests/\x01bad"})
-    with pytest.raises(UnavailableError, match=rf"^{REF}: {ENDPOINT}/v2: Invalid URL in location header"):
+    where = f"{ENDPOINT}/v2/app/manifests/1"
+    with pytest.raises(FailedPreconditionError, match=rf"^{REF}: {where}: redirect to unusable URL '/v2/app/manifests/\\x01bad'"):
         make_resolver(retries=2).resolve(REF)
+    assert sleeps == [], "a Location no request can go to is not retried"
 
 
 def test_a_redirect_to_a_malformed_url_is_refused(fake: FakeRegistry, make_resolver, sleeps: list[float]) -> None:
