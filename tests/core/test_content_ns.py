@@ -145,6 +145,22 @@ def test_a_live_lease_keeps_the_bytes_of_a_deleted_record(tmp_path: Path) -> Non
     assert str(d) not in _on_disk(tmp_path)
 
 
+def test_a_commit_under_a_lease_deleted_meanwhile_fails_and_records_nothing(tmp_path: Path) -> None:
+    db = SQLiteMetadataStore(tmp_path / "meta.db")
+    db.leases("a").create("pull")
+    raw = LocalContentStore(tmp_path / "content", fsync=False)
+    data, d = make_content(700)
+    w = db.content(raw, "a", lease="pull").writer("x", total=len(data), expected=d)
+    w.write(data)
+    db.leases("a").delete("pull")
+    db.delete_namespace("a")  # nothing else keeps it
+    with pytest.raises(NotFoundError, match="^lease pull: not found"):
+        w.commit(len(data), d)
+    assert "a" not in db.list_namespaces()
+    with pytest.raises(NotFoundError):
+        db.content(raw, "a").info(d)
+
+
 def test_ingests_are_per_namespace_and_errors_name_the_callers_ref(tmp_path: Path) -> None:
     a, b = open_view(tmp_path, "a"), open_view(tmp_path, "b")
     held = a.writer("layer-1", total=10)

@@ -38,6 +38,16 @@ def test_new_database_is_wal_with_current_schema(db: SQLiteMetadataStore) -> Non
     c.close()
 
 
+def test_durable_writes_sync_after_a_run_of_non_durable_ones(db: SQLiteMetadataStore) -> None:
+    """A connection left in NORMAL by non-durable writes is back in FULL for the next durable commit."""
+    def level(durable: bool) -> int:
+        with db._write(durable=durable) as c:
+            return c.execute("PRAGMA synchronous").fetchone()[0]
+
+    full, normal = 2, 1
+    assert [level(False), level(False), level(True), level(False), level(True)] == [normal, normal, full, normal, full]
+
+
 def test_images_crud_persists_across_opens(db: SQLiteMetadataStore) -> None:
     images = db.images()
     created = images.create(Image(name="reg/busybox:1", target=target(), labels={"a": "1"}))

@@ -8,10 +8,11 @@ and cancels what is still running.
 from __future__ import annotations
 
 import io
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import attrs
@@ -335,6 +336,9 @@ def dispatch(
     cancel = cancel or threading.Event()
     seen: dict[Digest, Descriptor] = {}
     pending: dict[Future, tuple[Descriptor, int]] = {}
+    # Finished futures arrive here one by one: waiting on all pending ones at once (``wait``) would
+    # register with and unregister from each of them every time one finishes.
+    finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
     first_error: BaseException | None = None
     pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="hoist-dispatch")
 
@@ -342,27 +346,28 @@ def dispatch(
         if d.digest in seen:
             return
         seen[d.digest] = d
-        pending[pool.submit(handler, d)] = (d, depth)
+        fut = pool.submit(handler, d)
+        pending[fut] = (d, depth)
+        fut.add_done_callback(finished.put)
 
     try:
         for d in descs:
             submit(d, 1)
         while pending and first_error is None:
-            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for fut in done:
-                d, depth = pending.pop(fut)
-                try:
-                    kids = fut.result()
-                except BaseException as e:  # noqa: BLE001 - re-raised below after cancelling the rest
-                    first_error = first_error or e
-                    continue
-                if kids and depth >= max_depth:
-                    first_error = first_error or InvalidArgumentError(
-                        f"{documents.describe(d)}: nested more than {max_depth} levels deep"
-                    )
-                    continue
-                for k in kids:
-                    submit(k, depth + 1)
+            fut = finished.get()
+            d, depth = pending.pop(fut)
+            try:
+                kids = fut.result()
+            except BaseException as e:  # noqa: BLE001 - re-raised below after cancelling the rest
+                first_error = first_error or e
+                continue
+            if kids and depth >= max_depth:
+                first_error = first_error or InvalidArgumentError(
+                    f"{documents.describe(d)}: nested more than {max_depth} levels deep"
+                )
+                continue
+            for k in kids:
+                submit(k, depth + 1)
     except BaseException as e:
         first_error = first_error or e
     finally:

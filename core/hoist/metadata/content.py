@@ -375,15 +375,17 @@ class NamespacedContentStore:
         # blob is merely unrecorded (GC removes its bytes, or the next fetch records it again).  Without a
         # lease, the commit is the last word and is made durable at once.
         with self._db._write(durable=not self.lease) as c:
-            self._db._ensure_namespace(c, self.namespace)
+            if self.lease:
+                # First, so a lease gone meanwhile fails as such; while it exists, so does its namespace.
+                self._hold(c, digest)
+            else:
+                self._db._ensure_namespace(c, self.namespace)
             cur = c.execute(
                 "INSERT INTO content (namespace, digest, labels, created_at, updated_at, size) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (namespace, digest) DO NOTHING",
                 (self.namespace, str(digest), text, now, now, size),
             )
             existed = cur.rowcount == 0
-            if self.lease:
-                self._hold(c, digest)
         if self.lease:
             with self._held_mu:
                 self._held.add(digest)

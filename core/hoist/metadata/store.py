@@ -135,6 +135,7 @@ class SQLiteMetadataStore:
                 c.execute("PRAGMA foreign_keys = ON")
                 c.execute("PRAGMA synchronous = FULL")
             self._local.conn = c
+            self._local.durable = True
             with self._lock:
                 self._conns.append(c)
         return c
@@ -192,19 +193,18 @@ class SQLiteMetadataStore:
         is consistent and simply lacks those records.
         """
         with self._using() as c, self._write_turn(), self._translate():
-            if not durable:
-                c.execute("PRAGMA synchronous = NORMAL")
+            # The setting belongs to this thread's connection and stays until a write needs the other one:
+            # a run of non-durable writes (a fetch recording blob after blob) switches once, not twice each.
+            if self._local.durable != durable:
+                c.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._local.durable = durable
+            c.execute("BEGIN IMMEDIATE")
             try:
-                c.execute("BEGIN IMMEDIATE")
-                try:
-                    yield c
-                except BaseException:
-                    c.execute("ROLLBACK")
-                    raise
-                c.execute("COMMIT")
-            finally:
-                if not durable:
-                    c.execute("PRAGMA synchronous = FULL")
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
