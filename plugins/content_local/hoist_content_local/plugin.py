@@ -19,15 +19,19 @@ class LocalContentConfig:
 
     :ivar fsync: flush each blob and its directory to disk before a commit returns.
     :ivar writeback_mib: start kernel write-back of ingest data every this many MiB, so the final flush is short (0: off).
+    :ivar direct_write_mib: with ``fsync``, write blobs larger than this many MiB around the page cache
+        (``O_DIRECT``), where the file system allows it: less CPU for large pulls (0: off).
     """
 
     fsync: bool = True
     writeback_mib: int = attrs.field(default=8, validator=_non_negative)
+    direct_write_mib: int = attrs.field(default=8, validator=_non_negative)
 
 
 def _init(ic: InitContext) -> LocalContentStore:
     cfg = ic.config if ic.config is not None else LocalContentConfig()
-    return LocalContentStore(ic.root, fsync=cfg.fsync, writeback_bytes=cfg.writeback_mib << 20)
+    return LocalContentStore(ic.root, fsync=cfg.fsync, writeback_bytes=cfg.writeback_mib << 20,
+                             direct_bytes=cfg.direct_write_mib << 20)
 
 
 @hookimpl

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import json
 import logging
+import mmap
 import os
 import queue
 import shutil
 import stat
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
@@ -418,6 +421,7 @@ def _offload_worker() -> None:
                 fut.set_result(fn(arg))
             except BaseException as e:  # noqa: BLE001 - handed to the writer through the future
                 fut.set_exception(e)
+        del fut, fn, arg  # hold no writer's buffer while idle
 
 
 def _offload(fn: Callable[[memoryview], None], arg: memoryview) -> Future:
@@ -433,8 +437,37 @@ def _offload(fn: Callable[[memoryview], None], arg: memoryview) -> Future:
     return fut
 
 
+_DIRECT_STAGE = 1 << 20
+"""Bytes a writer gathers in each of its two aligned buffers before writing them around the page cache."""
+_DIRECT_ALIGN = 4096
+"""Offsets and lengths of direct writes are multiples of this (a page; every block size we meet divides it)."""
+_gathering: weakref.WeakValueDictionary[str, LocalWriter] = weakref.WeakValueDictionary()
+"""Direct writers of this process by ingest path: their data file lags their offset by what they
+gather, so the store asks them for their status.  (Another process sees the file: at most 2 MiB behind.)"""
+
+
+def _open_direct(path: Path) -> int:
+    """A second descriptor on ``path`` that writes around the page cache, or -1 where the file system
+    does not offer that (tmpfs, some FUSE file systems)."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return -1
+    try:
+        return os.open(path, os.O_WRONLY | flag | os.O_CLOEXEC)
+    except OSError as e:
+        log.debug("%s: no direct writes here: %s", path, e)
+        return -1
+
+
 class LocalWriter:
-    """An open, exclusively locked ingest of a :class:`LocalContentStore`."""
+    """An open, exclusively locked ingest of a :class:`LocalContentStore`.
+
+    A large blob on a store with ``fsync`` is written around the page cache (``O_DIRECT``): the data
+    gathers in two page-aligned buffers of 1 MiB, and while a helper thread writes a full one the
+    writer hashes and fills the other.  Copying through the page cache and writing it back cost more
+    CPU than hashing the blob; these bytes are on the device when the write returns, and the fsync at
+    commit only has the last partial buffer (written normally) and the file's metadata left.
+    """
 
     def __init__(
         self,
@@ -448,6 +481,7 @@ class LocalWriter:
         expected: Digest | None,
         started_at: dt.datetime,
         updated_at: dt.datetime,
+        direct_fd: int = -1,
     ) -> None:
         self._store = store
         self._lock = lock
@@ -461,7 +495,16 @@ class LocalWriter:
         self._updated_at = updated_at
         self._flushed = offset  # bytes handed to the kernel for write-back
         self._offload = not total or total > _OFFLOAD_MIN_TOTAL
+        # direct writes: bytes [_disk, _disk + _staged) wait in _stages[_cur]; _pending writes the other one
+        self._dfd = direct_fd
+        self._stages: list[mmap.mmap] = []
+        self._cur = 0
+        self._staged = 0
+        self._disk = offset
+        self._pending: Future | None = None
         self.ref = lock.ref
+        if direct_fd >= 0:
+            _gathering[str(path)] = self
 
     def __enter__(self) -> LocalWriter:
         return self
@@ -492,7 +535,10 @@ class LocalWriter:
             raise OutOfRangeError(
                 f"ingest {_show(self.ref)}: write of {n} bytes at offset {self._offset} exceeds total {self._total}"
             )
-        if n >= _OFFLOAD_MIN and self._offload:
+        if self._dfd >= 0:
+            self._hasher.update(view)  # while the helper thread writes the previous buffer
+            self._stage(view)
+        elif n >= _OFFLOAD_MIN and self._offload:
             # Hash here while a helper thread writes: both release the GIL, so a large blob costs about
             # the slower of the two instead of their sum.  The hash state is kept to undo a failed write.
             before = self._hasher.copy()
@@ -509,7 +555,7 @@ class LocalWriter:
         self._offset += n
         self._updated_at = _now()
         step = self._store.writeback_bytes
-        if step and self._offset - self._flushed >= step:
+        if step and self._dfd < 0 and self._offset - self._flushed >= step:
             # Start write-back now so the fsync at commit has little left to do.
             _sync_file_range(self._fd, self._flushed, self._offset - self._flushed, _SYNC_FILE_RANGE_WRITE)
             self._flushed = self._offset
@@ -519,6 +565,58 @@ class LocalWriter:
         done = 0
         while done < len(view):
             done += os.write(self._fd, view[done:])
+
+    def _stage(self, view: memoryview) -> None:
+        if not self._stages:
+            self._stages = [mmap.mmap(-1, _DIRECT_STAGE), mmap.mmap(-1, _DIRECT_STAGE)]
+        pos, n = 0, len(view)
+        while pos < n:
+            k = min(n - pos, _DIRECT_STAGE - self._staged)
+            self._stages[self._cur][self._staged:self._staged + k] = view[pos:pos + k]
+            self._staged += k
+            pos += k
+            if self._staged == _DIRECT_STAGE:
+                self._wait_pending()  # the other buffer is free again
+                write = functools.partial(self._write_direct, offset=self._disk, fallback=self._fd)
+                self._pending = _offload(write, memoryview(self._stages[self._cur]))
+                self._disk += _DIRECT_STAGE
+                self._staged = 0
+                self._cur ^= 1
+
+    def _write_direct(self, view: memoryview, *, offset: int, fallback: int) -> None:
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self._dfd, view[done:], offset + done)
+            if done % _DIRECT_ALIGN:  # a short write off the alignment: the rest goes the normal way
+                while done < len(view):
+                    done += os.pwrite(fallback, view[done:], offset + done)
+
+    def _wait_pending(self) -> None:
+        fut, self._pending = self._pending, None
+        if fut is not None:
+            fut.result()
+
+    def _drain(self, fd: int) -> None:
+        """Finish direct writing: the buffer in flight, then what is still gathered, written normally."""
+        if self._dfd < 0:
+            return
+        try:
+            self._wait_pending()
+            if self._staged:
+                with memoryview(self._stages[self._cur]) as whole:
+                    view = whole[:self._staged]
+                    done = 0
+                    while done < len(view):
+                        done += os.pwrite(fd, view[done:], self._disk + done)
+                    view.release()
+                self._disk += self._staged
+                self._staged = 0
+            os.lseek(fd, self._disk, os.SEEK_SET)
+        finally:
+            os.close(self._dfd)
+            self._dfd = -1
+            self._stages = []  # unmapped once the last view of them is gone
+            _gathering.pop(str(self._path), None)
 
     def digest(self) -> Digest:
         return Digest(self._hasher.name, self._hasher.copy().hexdigest())
@@ -538,6 +636,13 @@ class LocalWriter:
         self._check()
         if size != 0:
             raise UnsupportedError(f"ingest {_show(self.ref)}: truncate to {size}: only 0 is supported")
+        if self._dfd >= 0:
+            try:
+                self._wait_pending()
+            except OSError:
+                pass  # what it failed to write is discarded below anyway
+            self._staged = 0
+            self._disk = 0
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
         self._hasher = hashlib.new(self._hasher.name)
@@ -556,6 +661,7 @@ class LocalWriter:
         want = Digest.parse(expected) if expected is not None else None
         fd, self._fd = self._fd, -1
         try:
+            self._drain(fd)
             self._commit(fd, size, want, labels)
         finally:
             os.close(fd)
@@ -617,6 +723,10 @@ class LocalWriter:
             return
         fd, self._fd = self._fd, -1
         try:
+            try:
+                self._drain(fd)
+            except OSError as e:  # the ingest keeps what reached the disk; a resumed write re-reads it
+                log.warning("ingest %s: could not write its last bytes: %s", _show(self.ref), e)
             _write_atomic(self._path / _STATUS, _status_doc(self.ref, self._total, self._expected, self._started_at,
                                                            self._updated_at))
         except OSError as e:
@@ -631,12 +741,16 @@ class LocalContentStore:
 
     :param fsync: flush blob data and directories to disk before a commit returns.
     :param writeback_bytes: start kernel write-back of ingest data every this many bytes (0: never).
+    :param direct_bytes: with ``fsync``, write blobs larger than this around the page cache (``O_DIRECT``)
+        where the file system allows it (0: never); see :class:`LocalWriter`.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True, writeback_bytes: int = 8 << 20) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True, writeback_bytes: int = 8 << 20,
+                 direct_bytes: int = 8 << 20) -> None:
         self.root = Path(root)
         self.fsync = fsync
         self.writeback_bytes = writeback_bytes
+        self.direct_bytes = direct_bytes
         for d in ("blobs", "ingest", "labels"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         self._labels_mu = threading.Lock()
@@ -855,7 +969,7 @@ class LocalContentStore:
         if not lock.created:  # the usual case is a new directory: no ingest under this ref yet
             resumed = self._resume(path, ref, total, want)
             if resumed is not None:
-                return LocalWriter(self, lock, path, *resumed)
+                return LocalWriter(self, lock, path, *resumed, self._direct_fd(path, resumed[3], resumed[2]))
             _empty_dir(path)
         now = _now()
         # Written in place, not through a rename: the directory is new (or emptied) and ``data`` comes
@@ -863,7 +977,13 @@ class LocalContentStore:
         _write_new(path / _STATUS, _status_doc(ref, total, want, now, now))
         fd = os.open(path / "data", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         hasher = hashlib.new(want.algorithm if want else "sha256")
-        return LocalWriter(self, lock, path, fd, hasher, 0, total, want, now, now)
+        return LocalWriter(self, lock, path, fd, hasher, 0, total, want, now, now, self._direct_fd(path, total, 0))
+
+    def _direct_fd(self, path: Path, total: int, offset: int) -> int:
+        """A direct-write descriptor for an ingest of ``total`` bytes resuming at ``offset``, or -1."""
+        if not (self.fsync and self.direct_bytes and total > self.direct_bytes and offset % _DIRECT_ALIGN == 0):
+            return -1
+        return _open_direct(path / "data")
 
     def _resume(self, path: Path, ref: str, total: int, want: Digest | None):  # type: ignore[no-untyped-def]
         try:
@@ -917,6 +1037,9 @@ class LocalContentStore:
         return st
 
     def _status(self, path: Path) -> Status | None:
+        live = _gathering.get(str(path))
+        if live is not None and live._dfd >= 0:
+            return live.status()
         try:
             ref, total, expected, started, updated = _read_status(path)
             data = os.stat(path / "data")

@@ -29,6 +29,36 @@ class TestLocalContentStoreConformance(ContentStoreSuite):
         return functools.partial(LocalContentStore, tmp_path / "content")
 
 
+class TestDirectWritesConformance(ContentStoreSuite):
+    """Every ingest with a declared total written around the page cache, however small."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> LocalContentStore:
+        return LocalContentStore(tmp_path / "content", direct_bytes=1)
+
+    @pytest.fixture
+    def store_opener(self, tmp_path: Path):  # type: ignore[no-untyped-def]
+        return functools.partial(LocalContentStore, tmp_path / "content", direct_bytes=1)
+
+
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+
+
+def _direct_fds(path: Path) -> int:
+    """How many of this process's descriptors on ``path`` write around the page cache."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != str(path):
+                continue
+            flags = next(line for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()
+                         if line.startswith("flags:"))
+        except OSError:
+            continue
+        n += bool(int(flags.split()[1], 8) & _O_DIRECT)
+    return n
+
+
 def _key(ref: str) -> str:
     return hashlib.sha256(ref.encode()).hexdigest()
 
@@ -280,15 +310,17 @@ def test_plugin_registration(tmp_path: Path) -> None:
     (reg,) = regs
     assert reg.uri == "hoist.content.v1.local"
     assert reg.requires == ()
-    cfg = reg.config(fsync=False, writeback_mib=0)
+    cfg = reg.config(fsync=False, writeback_mib=0, direct_write_mib=0)
     ic = InitContext(registration=reg, config=cfg, root=tmp_path / "r", state=tmp_path / "s", lookup=lambda t: [])
     store = reg.init(ic)
     assert isinstance(store, LocalContentStore) and store.root == tmp_path / "r"
-    assert (store.fsync, store.writeback_bytes) == (False, 0)
+    assert (store.fsync, store.writeback_bytes, store.direct_bytes) == (False, 0, 0)
     default = reg.init(InitContext(registration=reg, config=None, root=tmp_path / "r2", state=tmp_path / "s", lookup=lambda t: []))
-    assert (default.fsync, default.writeback_bytes) == (True, 8 << 20)
+    assert (default.fsync, default.writeback_bytes, default.direct_bytes) == (True, 8 << 20, 8 << 20)
     with pytest.raises(ValueError, match="writeback_mib"):
         reg.config(writeback_mib=-1)
+    with pytest.raises(ValueError, match="direct_write_mib"):
+        reg.config(direct_write_mib=-8)
 
 
 def test_a_finished_ingest_left_behind_is_removed_by_the_next_writer_of_its_blob(tmp_path):
@@ -305,3 +337,87 @@ def test_a_finished_ingest_left_behind_is_removed_by_the_next_writer_of_its_blob
         store.writer("layer-x", total=len(data), expected=dgst)
     assert store.list_statuses() == []
     assert store.info(dgst).size == len(data)
+
+
+MiB = 1 << 20
+
+
+def test_large_blob_is_written_around_the_page_cache(root: Path) -> None:
+    store = LocalContentStore(root)  # fsync on, direct writes above 8 MiB
+    data, d = make_content(9 * MiB + 12345)
+    w = store.writer("big", total=len(data), expected=d)
+    ingest = root / "ingest" / _key("big") / "data"
+    assert _direct_fds(ingest) == 1
+    step = 1_000_003  # odd-sized writes: buffers fill across calls
+    for i in range(0, len(data), step):
+        w.write(data[i:i + step])
+    assert w.status().offset == len(data)
+    w.commit(len(data), d)
+    assert _direct_fds(ingest) == 0
+    with store.reader_at(Descriptor(media_type="x", digest=d, size=len(data))) as ra:
+        assert ra.read_at(0, len(data)) == data
+
+
+def test_small_blob_or_no_fsync_is_written_normally(root: Path, tmp_path: Path) -> None:
+    small = LocalContentStore(root)
+    data, d = make_content(MiB)
+    w = small.writer("small", total=len(data), expected=d)
+    assert _direct_fds(root / "ingest" / _key("small") / "data") == 0
+    w.write(data)
+    w.commit(len(data), d)
+    loose = LocalContentStore(tmp_path / "nofsync", fsync=False)
+    big, bd = make_content(9 * MiB)
+    w = loose.writer("big", total=len(big), expected=bd)
+    assert _direct_fds(tmp_path / "nofsync" / "ingest" / _key("big") / "data") == 0
+    w.write(big)
+    w.commit(len(big), bd)
+    off = LocalContentStore(tmp_path / "off", direct_bytes=0)
+    w = off.writer("big", total=len(big), expected=bd)
+    assert _direct_fds(tmp_path / "off" / "ingest" / _key("big") / "data") == 0
+    w.close()
+
+
+def test_direct_ingest_closed_midway_resumes_at_every_byte_written(root: Path) -> None:
+    store = LocalContentStore(root, direct_bytes=1)
+    data, d = make_content(5 * MiB + 777)
+    w = store.writer("resume", total=len(data), expected=d)
+    w.write(data[:4 * MiB + 100])  # one full buffer on its way to disk, 100 bytes gathered
+    w.close()
+    assert (root / "ingest" / _key("resume") / "data").stat().st_size == 4 * MiB + 100
+    w = store.writer("resume", total=len(data), expected=d)
+    assert w.status().offset == 4 * MiB + 100
+    assert _direct_fds(root / "ingest" / _key("resume") / "data") == 0  # not at a page boundary: normal writes
+    w.write(data[4 * MiB + 100:])
+    w.commit(len(data), d)
+    assert store.info(d).size == len(data)
+
+
+def test_direct_ingest_truncated_starts_over(root: Path) -> None:
+    store = LocalContentStore(root, direct_bytes=1)
+    data, d = make_content(6 * MiB)
+    w = store.writer("again", total=len(data), expected=d)
+    w.write(os.urandom(5 * MiB))
+    w.truncate(0)
+    w.write(data)
+    w.commit(len(data), d)
+    with store.reader_at(Descriptor(media_type="x", digest=d, size=len(data))) as ra:
+        assert hashlib.sha256(ra.read_at(0, len(data))).hexdigest() == d.hex
+
+
+def test_a_file_system_without_direct_writes_is_written_normally(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open = os.open
+
+    def refusing_open(path, flags, *args):  # type: ignore[no-untyped-def]
+        if flags & _O_DIRECT:  # as tmpfs before Linux 6.6, or FUSE file systems, answer
+            raise OSError(22, "Invalid argument", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    store = LocalContentStore(root, direct_bytes=1)
+    data, d = make_content(5 * MiB + 1)
+    w = store.writer("plain", total=len(data), expected=d)
+    assert _direct_fds(root / "ingest" / _key("plain") / "data") == 0
+    w.write(data)
+    assert store.status("plain").offset == len(data)
+    w.commit(len(data), d)
+    assert store.info(d).size == len(data)
