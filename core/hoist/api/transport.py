@@ -99,14 +99,9 @@ def _frame(type_: int, flags: int, stream_id: int, payload: bytes = b"") -> byte
 def _header_block(*fields: tuple[bytes, bytes]) -> bytes:
     """An HPACK block that leaves both sides' dynamic tables as they are: static-table hits and
     never-indexed literals only, so blocks can be made once and sent in any order."""
-    out = []
-    for name, value in fields:
-        encoder = hpack.Encoder()
-        if (name, value) == (b":status", b"200"):
-            out.append(encoder.encode([(name, value)], huffman=False))  # static table entry 8
-        else:
-            out.append(encoder.encode([hpack.NeverIndexedHeaderTuple(name, value)], huffman=False))
-    return b"".join(out)
+    return hpack.Encoder().encode(
+        [(n, v) if (n, v) == (b":status", b"200") else hpack.NeverIndexedHeaderTuple(n, v) for n, v in fields],
+        huffman=False)
 
 
 PROMPT_ATTRIBUTE = "hoist_prompt"
@@ -129,7 +124,6 @@ def prompt(fn: F) -> F:
 
 _RESPONSE_HEADERS = _header_block((b":status", b"200"), (b"content-type", b"application/grpc"))
 _OK_TRAILERS = _header_block((b"grpc-status", b"0"))
-_HEADERS_FRAME_FLAGS = END_HEADERS
 
 
 class ProtocolError(Exception):
@@ -304,7 +298,7 @@ class _Call:
 
     __slots__ = ("conn", "id", "method", "metadata", "deadline", "streaming_request", "handler", "messages",
                  "rbuf", "queued", "unacked", "recv_window", "send_window", "remote_closed", "finished",
-                 "headers_sent", "callbacks", "cond", "dispatched", "reset", "prompt", "head", "ended",
+                 "headers_sent", "callbacks", "cond", "dispatched", "prompt", "head", "ended",
                  "__weakref__")
 
     def __init__(self, conn: _Connection, stream_id: int, method: str, metadata: tuple[_Metadatum, ...],
@@ -330,7 +324,6 @@ class _Call:
         self.callbacks: list[Callable[[], None]] | None = []
         self.cond = threading.Condition(conn.lock)
         self.dispatched = False
-        self.reset = False
         self.prompt = False
 
     # -- requests (reader thread adds, handler takes) --
@@ -813,7 +806,6 @@ class _Connection:
             if call is None and stream_id > self.last_stream:
                 raise ProtocolError(f"RST_STREAM on idle stream {stream_id}")
         if call is not None:
-            call.reset = True
             call.cancel(grpc.StatusCode.CANCELLED, "Cancelled", send=False)
 
     def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
@@ -1136,24 +1128,29 @@ def _run_call(call: _Call) -> None:
             if not call.send_message(data):
                 break
     except _Abort:
-        if pending is None or call.send_message(pending):
-            call.finish(context._code or grpc.StatusCode.UNKNOWN, context._details, context._trailing)
+        _end_stream(call, pending, context._code or grpc.StatusCode.UNKNOWN, context._details, context._trailing)
         return
     except Exception as err:
         if not call.finished:
             log.exception("%s: handler failed", call.method)
-        if pending is None or call.send_message(pending):
-            call.finish(grpc.StatusCode.UNKNOWN, f"Exception iterating responses: {err}")
+        _end_stream(call, pending, grpc.StatusCode.UNKNOWN, f"Exception iterating responses: {err}")
         return
     finally:
         close = getattr(responses, "close", None)
         if call.finished and close is not None:
             close()  # the client went away: let the handler's finally blocks run now
-    code = context._code or grpc.StatusCode.OK
-    if pending is not None and code is grpc.StatusCode.OK:
-        call.send_message(pending, _trailers(code, context._details, context._trailing))
-    elif pending is None or call.send_message(pending):
-        call.finish(code, context._details, context._trailing)
+    _end_stream(call, pending, context._code or grpc.StatusCode.OK, context._details, context._trailing)
+
+
+def _end_stream(call: _Call, pending: bytes | None, code: grpc.StatusCode, details: str | None,
+                trailing: Iterable[tuple[str, Any]] = ()) -> None:
+    """End a response stream: the response held back (if any), then the status; one write when all went well."""
+    if pending is None:
+        call.finish(code, details, trailing)
+    elif code is grpc.StatusCode.OK:
+        call.send_message(pending, _trailers(code, details, trailing))
+    elif call.send_message(pending):
+        call.finish(code, details, trailing)
 
 
 def _deserialized(messages: Iterator[bytes], deserialize: Callable[[bytes], Any] | None) -> Iterator[Any]:
