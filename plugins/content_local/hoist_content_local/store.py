@@ -502,6 +502,8 @@ class LocalWriter:
         self._staged = 0
         self._disk = offset
         self._pending: Future | None = None
+        self._pending_at = offset  # where the buffer in flight goes
+        self._failed: OSError | None = None  # a direct write failed: only the data before _pending_at is good
         self.ref = lock.ref
         if direct_fd >= 0:
             _gathering[str(path)] = self
@@ -523,12 +525,19 @@ class LocalWriter:
         if self._fd < 0:
             raise FailedPreconditionError(f"ingest {_show(self.ref)}: writer is closed")
 
+    def _failure(self) -> FailedPreconditionError:
+        return FailedPreconditionError(
+            f"ingest {_show(self.ref)}: an earlier write failed ({getattr(self._failed, 'strerror', None) or self._failed}); "
+            "reopen the ref to resume from what reached the disk")
+
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data``, hashing it on the way.
 
         :raises OutOfRangeError: the write would go past the declared total; nothing is written.
         """
         self._check()
+        if self._failed is not None:
+            raise self._failure()
         view = memoryview(data).cast("B")
         n = len(view)
         if self._total and self._offset + n > self._total:
@@ -579,6 +588,7 @@ class LocalWriter:
                 self._wait_pending()  # the other buffer is free again
                 write = functools.partial(self._write_direct, offset=self._disk, fallback=self._fd)
                 self._pending = _offload(write, memoryview(self._stages[self._cur]))
+                self._pending_at = self._disk
                 self._disk += _DIRECT_STAGE
                 self._staged = 0
                 self._cur ^= 1
@@ -594,15 +604,26 @@ class LocalWriter:
     def _wait_pending(self) -> None:
         fut, self._pending = self._pending, None
         if fut is not None:
-            fut.result()
+            try:
+                fut.result()
+            except OSError as e:
+                self._failed = e
+                raise
 
     def _drain(self, fd: int) -> None:
         """Finish direct writing: the buffer in flight, then what is still gathered, written normally."""
         if self._dfd < 0:
             return
         try:
-            self._wait_pending()
-            if self._staged:
+            try:
+                self._wait_pending()
+            except OSError:
+                pass  # recorded in _failed
+            if self._failed is not None:
+                # the buffers before the failed one are on disk whole; keep exactly those
+                os.ftruncate(fd, self._pending_at)
+                self._disk, self._staged = self._pending_at, 0
+            elif self._staged:
                 with memoryview(self._stages[self._cur]) as whole:
                     view = whole[:self._staged]
                     done = 0
@@ -642,7 +663,8 @@ class LocalWriter:
             except OSError:
                 pass  # what it failed to write is discarded below anyway
             self._staged = 0
-            self._disk = 0
+            self._disk = self._pending_at = 0
+            self._failed = None  # starting over from nothing
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
         self._hasher = hashlib.new(self._hasher.name)
@@ -662,6 +684,8 @@ class LocalWriter:
         fd, self._fd = self._fd, -1
         try:
             self._drain(fd)
+            if self._failed is not None:
+                raise self._failure()
             self._commit(fd, size, want, labels)
         finally:
             os.close(fd)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hoist.content import Descriptor, Digest, Info, write_blob
-from hoist.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnavailableError
+from hoist.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
 from hoist.testing.content import BAD_DIGESTS, ContentStoreSuite, make_content
 from hoist_content_local.store import LocalContentStore
 
@@ -419,5 +419,33 @@ def test_a_file_system_without_direct_writes_is_written_normally(root: Path, mon
     assert _direct_fds(root / "ingest" / _key("plain") / "data") == 0
     w.write(data)
     assert store.status("plain").offset == len(data)
+    w.commit(len(data), d)
+    assert store.info(d).size == len(data)
+
+
+def test_a_failed_direct_write_keeps_only_whole_buffers_and_resumes(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalContentStore(root, direct_bytes=1)
+    data, d = make_content(6 * MiB + 5)
+    real_pwrite = os.pwrite
+
+    def full_disk_at_2mib(fd, buf, offset):  # type: ignore[no-untyped-def]
+        if offset == 2 * MiB:
+            raise OSError(28, "No space left on device")
+        return real_pwrite(fd, buf, offset)
+
+    monkeypatch.setattr(os, "pwrite", full_disk_at_2mib)
+    w = store.writer("full", total=len(data), expected=d)
+    with pytest.raises((OSError, FailedPreconditionError)):
+        for i in range(0, len(data), 512 << 10):
+            w.write(data[i:i + (512 << 10)])
+    with pytest.raises(FailedPreconditionError, match=r"an earlier write failed \(No space left on device\); "
+                                                      r"reopen the ref to resume"):
+        w.write(b"more")
+    w.close()
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    assert (root / "ingest" / _key("full") / "data").stat().st_size == 2 * MiB  # two whole buffers, no hole
+    w = store.writer("full", total=len(data), expected=d)
+    assert w.status().offset == 2 * MiB
+    w.write(data[2 * MiB:])
     w.commit(len(data), d)
     assert store.info(d).size == len(data)
