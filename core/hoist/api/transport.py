@@ -483,7 +483,7 @@ class _Connection:
         # past MAX_HEADER_LIST a call fails alone (its block is still decoded whole, keeping the HPACK
         # state); only a block past this guard ends the connection
         self.decoder = hpack.Decoder(max_header_list_size=4 * MAX_HEADER_LIST)
-        self._decoded: dict[tuple[int, bytes], list[tuple[bytes, bytes]]] = {}
+        self._decoded: dict[tuple[int, bytes], tuple[list[tuple[bytes, bytes]], int]] = {}
         self._table_generation = 0
         self.buf = bytearray()
         self.reader: int | None = None  # the reader thread's ident
@@ -936,17 +936,17 @@ class _Connection:
             self._block = None
             self._headers_done(stream_id, first_flags, bytes(block))
 
-    def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        """The header fields of ``block``.
+    def _decode(self, block: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
+        """The header fields of ``block``, and their size as SETTINGS_MAX_HEADER_LIST_SIZE counts it.
 
         A client repeating a call sends the same block, made of references to the dynamic table;
         a block whose decoding left the table as it was means the same the next time, as long as
         no other block has changed the table since.  Those are remembered.
         """
         key = (self._table_generation, block)
-        fields = self._decoded.get(key)
-        if fields is not None:
-            return fields
+        known = self._decoded.get(key)
+        if known is not None:
+            return known
         table = self.decoder.header_table
         before = (table.maxsize, tuple(table.dynamic_entries))
         try:
@@ -955,17 +955,18 @@ class _Connection:
             raise ProtocolError(f"request headers too large: {err}", ENHANCE_YOUR_CALM) from None
         except hpack.HPACKError as err:
             raise ProtocolError(f"bad header block: {err}", COMPRESSION_ERROR) from None
+        decoded = fields, sum(len(name) + len(value) + 32 for name, value in fields)
         if before != (table.maxsize, tuple(table.dynamic_entries)):
             self._table_generation += 1
             self._decoded.clear()
         else:
             if len(self._decoded) >= DECODED_BLOCKS:
                 self._decoded.clear()
-            self._decoded[key] = fields
-        return fields
+            self._decoded[key] = decoded
+        return decoded
 
     def _headers_done(self, stream_id: int, flags: int, block: bytes) -> None:
-        fields = self._decode(block)
+        fields, size = self._decode(block)
         call = self.calls.get(stream_id)
         if call is not None:  # trailers from the client: they must end the request
             if not flags & END_STREAM:
@@ -978,7 +979,6 @@ class _Connection:
         if self.goaway_sent or len(self.calls) >= MAX_CONCURRENT_STREAMS:
             self._out.append(_frame(RST_STREAM, 0, stream_id, _U32.pack(REFUSED_STREAM)))
             return
-        size = sum(len(name) + len(value) + 32 for name, value in fields)
         if size > MAX_HEADER_LIST:  # as grpcio: this call fails, the connection's other calls go on
             self._out.append(_frame(HEADERS, END_HEADERS | END_STREAM, stream_id, _RESPONSE_HEADERS + _trailers(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"request metadata of {size} bytes exceeds {MAX_HEADER_LIST}")))
