@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import re
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable
@@ -40,6 +41,10 @@ MAX_SMALL_BODY = 1 << 20
 
 #: Bytes asked of the socket per read (httpcore asks for 64 KiB; larger reads cut the per-chunk Python work).
 SOCKET_READ_SIZE = 1 << 20
+
+#: A body at least this long is read from the socket straight into the reader's buffer (see
+#: :class:`ResumingBody`); its connection is then closed instead of going back to the pool.
+DIRECT_BODY_MIN = 4 << 20
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524, 529})
 #: What the network stack can raise past httpx: its own errors, httpcore's (a response stream closed or
@@ -183,9 +188,11 @@ def describe_transport_error(exc: BaseException, url: str) -> str:
     if is_tls_verify_error(exc):
         return (f"{url}: TLS certificate verification failed ({_root_message(exc)}); "
                 "trust its CA with 'ca' in hosts.toml, or use --skip-verify")
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, (httpx.TimeoutException, httpcore.TimeoutException)):  # httpcore's: from a direct body
         kind = {httpx.ConnectTimeout: "connecting", httpx.ReadTimeout: "no data received",
-                httpx.WriteTimeout: "sending", httpx.PoolTimeout: "waiting for a free connection"}
+                httpx.WriteTimeout: "sending", httpx.PoolTimeout: "waiting for a free connection",
+                httpcore.ConnectTimeout: "connecting", httpcore.ReadTimeout: "no data received",
+                httpcore.WriteTimeout: "sending", httpcore.PoolTimeout: "waiting for a free connection"}
         return f"{url}: timed out {kind.get(type(exc), '')}".rstrip()
     return f"{url}: {_root_message(exc)}"
 
@@ -344,6 +351,10 @@ class ResumingBody:
         self._failures = 0
         self._progress_mark = offset
         self._closed = False
+        # direct body: read the socket with this (after the chunk the HTTP parser had already buffered)
+        self._direct: Callable[[memoryview], int] | None = None
+        self._direct_left = 0  # body bytes still on the socket
+        self._primed = False  # the parser's buffered chunk has been taken
         self._attach(first, offset)
 
     def _attach(self, response: httpx.Response, offset: int) -> None:
@@ -372,6 +383,9 @@ class ResumingBody:
             self._skip = offset
         self._response = response
         self._iter = iter_body(response)
+        direct = None if self._skip else _direct_body(response)
+        if direct is not None:
+            self._direct, self._direct_left = direct
 
     def _size_mismatch(self, actual: int) -> FailedPreconditionError:
         if self._size is not None and actual > self._size:
@@ -414,6 +428,7 @@ class ResumingBody:
         close_quietly(self._response)
         self._response = None
         self._iter = None
+        self._direct, self._direct_left, self._primed = None, 0, False
 
     def _next_chunk(self) -> bool:
         """Load the next chunk; False at the end of the object."""
@@ -445,7 +460,37 @@ class ResumingBody:
                 if not chunk:
                     continue
                 self._chunk, self._pos = chunk, 0
+                if self._direct is not None:
+                    self._direct_left -= len(chunk)
+                    self._primed = True
                 return True
+            self._resume(cause)
+
+    def _read_direct(self, view: memoryview) -> int:
+        """Read the socket into ``view`` (at most what the body has left); 0 at the end of the object."""
+        while True:
+            if self._closed:
+                raise ValueError(f"{self._name}: read from a closed stream")
+            if self._direct is None or not self._primed:
+                return -1  # back to the parser's chunks (after a resume without a direct body)
+            if self._direct_left <= 0:
+                if self._size is None or self._offset >= self._size:
+                    return 0
+                cause: BaseException = httpx.RemoteProtocolError(
+                    f"response ended at byte {self._offset} of {self._size}")
+            else:
+                try:
+                    n = self._direct(view[:self._direct_left])
+                except NETWORK_ERRORS as e:
+                    if not retryable_error(e):
+                        raise network_error(e, self._name, self._where) from e
+                    cause = e
+                else:
+                    if n:
+                        self._direct_left -= n
+                        return n
+                    cause = httpx.RemoteProtocolError(
+                        f"peer closed the connection at byte {self._offset} of {self._size}")
             self._resume(cause)
 
     def _resume(self, cause: BaseException) -> None:
@@ -473,8 +518,18 @@ class ResumingBody:
         want = len(view)
         filled = 0
         while filled < want:
-            if self._pos >= len(self._chunk) and not self._next_chunk():
-                break
+            if self._pos >= len(self._chunk):
+                if self._primed:
+                    n = self._read_direct(view[filled:])
+                    if n > 0:
+                        filled += n
+                        self._offset += n
+                        continue
+                    if n == 0:
+                        break
+                if not self._next_chunk():
+                    break
+                continue
             n = min(want - filled, len(self._chunk) - self._pos)
             view[filled:filled + n] = memoryview(self._chunk)[self._pos:self._pos + n]
             self._pos += n
@@ -483,6 +538,11 @@ class ResumingBody:
         return filled
 
     def read(self, n: int = -1) -> bytes:
+        if self._direct is not None:  # a direct body goes through readinto only
+            if n is None or n < 0:
+                return b"".join(iter(lambda: self.read(SOCKET_READ_SIZE), b""))
+            buf = bytearray(n)
+            return bytes(memoryview(buf)[:self.readinto(buf)])
         if n is None or n < 0:
             parts = []
             while self._pos < len(self._chunk) or self._next_chunk():
@@ -506,16 +566,64 @@ class ResumingBody:
             self._drop()
 
 
-class _LargeReadStream(httpcore.NetworkStream):
-    """A network stream that asks the socket for :data:`SOCKET_READ_SIZE` bytes per read."""
+def _direct_body(response: httpx.Response) -> tuple[Callable[[memoryview], int], int] | None:
+    """``(readinto, length)`` for reading the rest of ``response``'s body from its socket, or ``None``.
 
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
+    Only a plain HTTP/1.1 body of a known length of at least :data:`DIRECT_BODY_MIN`, on a connection
+    of :class:`LargeReadBackend`, qualifies.  The HTTP parser never sees those bytes, so the connection
+    is closed with the response rather than reused: one new connection per large blob, against one
+    copy of each byte instead of five.
+    """
+    headers = response.headers
+    length = headers.get("content-length", "")
+    if not length.isdigit() or int(length) < DIRECT_BODY_MIN or response.http_version != "HTTP/1.1":
+        return None
+    if "transfer-encoding" in headers or headers.get("content-encoding", "identity").lower() != "identity":
+        return None
+    stream = response.extensions.get("network_stream")
+    if not isinstance(stream, _LargeReadStream) or not stream.can_read_into():
+        return None
+    try:
+        timeout = (response.request.extensions.get("timeout") or {}).get("read")
+    except RuntimeError:  # a response without its request
+        timeout = None
+    return (lambda view: stream.readinto(view, timeout)), int(length)
+
+
+class _LargeReadStream(httpcore.NetworkStream):
+    """A network stream that asks the socket for :data:`SOCKET_READ_SIZE` bytes per read.
+
+    It can also read into a caller's buffer (:meth:`readinto`), on a plain or TLS connection (not on TLS
+    inside TLS, where the socket carries the outer layer's bytes).
+    """
+
+    def __init__(self, inner: httpcore.NetworkStream, tls_layers: int = 0) -> None:
         self._inner = inner
+        self._tls_layers = tls_layers
+        self._timeout: float | None = -1.0  # what the socket was last set to (-1: unknown)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._timeout = -1.0  # the inner stream sets the socket's timeout itself
         return self._inner.read(max(max_bytes, SOCKET_READ_SIZE), timeout)
 
+    def can_read_into(self) -> bool:
+        return self._tls_layers <= 1 and isinstance(self._inner.get_extra_info("socket"), socket.socket)
+
+    def readinto(self, view: memoryview, timeout: float | None = None) -> int:
+        """Receive into ``view``; 0 when the peer closed.  Errors as httpcore's (read timeout, read error)."""
+        sock = self._inner.get_extra_info("socket")
+        try:
+            if timeout != self._timeout:
+                sock.settimeout(timeout)
+                self._timeout = timeout
+            return sock.recv_into(view)
+        except socket.timeout as e:
+            raise httpcore.ReadTimeout(e) from e
+        except OSError as e:
+            raise httpcore.ReadError(e) from e
+
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._timeout = -1.0
         self._inner.write(buffer, timeout)
 
     def close(self) -> None:
@@ -523,7 +631,7 @@ class _LargeReadStream(httpcore.NetworkStream):
 
     def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
                   timeout: float | None = None) -> httpcore.NetworkStream:
-        return _LargeReadStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+        return _LargeReadStream(self._inner.start_tls(ssl_context, server_hostname, timeout), self._tls_layers + 1)
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)

@@ -47,3 +47,20 @@ def make_resolver(fake: FakeRegistry, tmp_path: Path) -> Iterator[Callable[..., 
     yield make
     for r in made:
         r.close()
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Callable[..., DockerResolver]]:
+    """``make(options, **config)`` → a DockerResolver on the real network (closed after the test)."""
+    made: list[DockerResolver] = []
+
+    def make_(options: ResolverOptions | None = None, **config: object) -> DockerResolver:
+        config.setdefault("config_path", "")
+        config.setdefault("docker_config", str(tmp_path / "absent-docker-config.json"))
+        r = DockerResolver(DockerResolverConfig(**config), options)  # type: ignore[arg-type]
+        made.append(r)
+        return r
+
+    yield make_
+    for r in made:
+        r.close()

@@ -6,7 +6,6 @@ import json
 import os
 import random
 import threading
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,12 +21,12 @@ from support.faultproxy import (
     too_many_requests,
     truncate,
 )
+from registry_blobs import hosts_dir, push_blob, read_all
 from support.registry import Registry
 
 from hoist.content import Descriptor, Digest
 from hoist.errors import FailedPreconditionError, UnavailableError
 from hoist.remotes import Credentials, ResolverOptions, UnauthorizedError
-from hoist_resolver_docker.config import DockerResolverConfig
 from hoist_resolver_docker.resolver import DockerResolver
 
 MiB = 1 << 20
@@ -36,37 +35,10 @@ MANIFEST_TYPES = {"application/vnd.oci.image.manifest.v1+json", "application/vnd
                   "application/vnd.docker.distribution.manifest.list.v2+json"}
 
 
-@pytest.fixture
-def make(tmp_path: Path) -> Iterator[Callable[..., DockerResolver]]:
-    made: list[DockerResolver] = []
-
-    def make_(options: ResolverOptions | None = None, **config: object) -> DockerResolver:
-        config.setdefault("config_path", "")
-        config.setdefault("docker_config", str(tmp_path / "absent-docker-config.json"))
-        r = DockerResolver(DockerResolverConfig(**config), options)  # type: ignore[arg-type]
-        made.append(r)
-        return r
-
-    yield make_
-    for r in made:
-        r.close()
 
 
-def _hosts_dir(tmp_path: Path, reg: Registry, ca: Path | None) -> Path:
-    root = tmp_path / "certs.d"
-    d = root / reg.host
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "hosts.toml").write_text(f'server = "https://{reg.host}"\nca = "{ca}"\n')
-    return root
 
 
-def _read(stream) -> bytes:  # type: ignore[no-untyped-def]
-    with stream as s:
-        out = bytearray()
-        buf = bytearray(MiB)
-        while n := s.readinto(buf):
-            out += memoryview(buf)[:n]
-        return bytes(out)
 
 
 def _pull_all(resolver: DockerResolver, ref: str) -> dict[str, bytes]:
@@ -76,7 +48,7 @@ def _pull_all(resolver: DockerResolver, ref: str) -> dict[str, bytes]:
     todo = [resolved.descriptor]
     while todo:
         desc = todo.pop()
-        data = _read(resolved.fetcher.fetch(desc))
+        data = read_all(resolved.fetcher.fetch(desc))
         got[str(desc.digest)] = data
         if desc.media_type in MANIFEST_TYPES:
             doc = json.loads(data)
@@ -85,16 +57,6 @@ def _pull_all(resolver: DockerResolver, ref: str) -> dict[str, bytes]:
     return got
 
 
-def _push_blob(reg: Registry, repo: str, data: bytes) -> Descriptor:
-    digest = Digest.from_bytes(data)
-    with reg.client() as c:
-        r = c.post(f"/v2/{repo}/blobs/uploads/")
-        r.raise_for_status()
-        loc = r.headers["location"]
-        r = c.put(loc + ("&" if "?" in loc else "?") + f"digest={digest}", content=data,
-                  headers={"Content-Type": "application/octet-stream"})
-        r.raise_for_status()
-    return Descriptor(media_type="application/octet-stream", digest=digest, size=len(data))
 
 
 def _check_against_registry(reg: Registry, got: dict[str, bytes]) -> None:
@@ -122,12 +84,12 @@ def test_plain_http_image_and_index(registry: Registry, make) -> None:
 
 def test_tls_with_the_test_ca(registry_tls: Registry, make, tmp_path: Path) -> None:
     assert registry_tls.ca_cert is not None
-    r = make(ResolverOptions(hosts_dir=_hosts_dir(tmp_path, registry_tls, registry_tls.ca_cert)))
+    r = make(ResolverOptions(hosts_dir=hosts_dir(tmp_path, registry_tls.host, registry_tls.ca_cert)))
     _check_against_registry(registry_tls, _pull_all(r, registry_tls.ref("test/busybox:1")))
 
 
 def test_tls_with_a_wrong_ca_fails_without_downgrading(registry_tls: Registry, make, tmp_path: Path) -> None:
-    hosts = _hosts_dir(tmp_path, registry_tls, registry_tls.other_ca_cert)
+    hosts = hosts_dir(tmp_path, registry_tls.host, registry_tls.other_ca_cert)
     mark = registry_tls.access_mark()
     with pytest.raises(UnavailableError, match=f"https://{registry_tls.host}/v2: TLS certificate verification "
                                                "failed .*CERTIFICATE_VERIFY_FAILED"):
@@ -140,7 +102,7 @@ def test_tls_with_a_wrong_ca_fails_without_downgrading(registry_tls: Registry, m
 
 
 def test_basic_auth(registry_basic: Registry, make, tmp_path: Path) -> None:
-    hosts = _hosts_dir(tmp_path, registry_basic, registry_basic.ca_cert)
+    hosts = hosts_dir(tmp_path, registry_basic.host, registry_basic.ca_cert)
     ref = registry_basic.ref("test/busybox:1")
     good = make(ResolverOptions(hosts_dir=hosts, username=registry_basic.username, secret=registry_basic.password))
     _check_against_registry(registry_basic, _pull_all(good, ref))
@@ -153,7 +115,7 @@ def test_basic_auth(registry_basic: Registry, make, tmp_path: Path) -> None:
 def test_bearer_token(registry_token: Registry, make, tmp_path: Path) -> None:
     ts = registry_token.token_server
     assert ts is not None
-    hosts = _hosts_dir(tmp_path, registry_token, registry_token.ca_cert)
+    hosts = hosts_dir(tmp_path, registry_token.host, registry_token.ca_cert)
     ref = registry_token.ref("test/busybox:1")
     r = make(ResolverOptions(hosts_dir=hosts, username=registry_token.username, secret=registry_token.password))
     ts.clear()
@@ -178,7 +140,7 @@ def test_bearer_token_with_oauth_refresh_token(registry_token: Registry, make, t
                                          "password": registry_token.password, "service": "x",
                                          "client_id": "test", "access_type": "offline"}).json()["refresh_token"]
     creds = {registry_token.host: Credentials(refresh_token=refresh)}
-    hosts = _hosts_dir(tmp_path, registry_token, registry_token.ca_cert)
+    hosts = hosts_dir(tmp_path, registry_token.host, registry_token.ca_cert)
     r = make(ResolverOptions(hosts_dir=hosts, credentials=creds.get))
     ts.clear()
     assert r.resolve(registry_token.ref("test/multi:1")).descriptor.media_type.endswith("index.v1+json")
@@ -192,7 +154,7 @@ def test_docker_config_credentials(registry_basic: Registry, make, tmp_path: Pat
     cfg = tmp_path / "config.json"
     auth = base64.b64encode(f"{registry_basic.username}:{registry_basic.password}".encode()).decode()
     cfg.write_text(json.dumps({"auths": {registry_basic.host: {"auth": auth}}}))
-    hosts = _hosts_dir(tmp_path, registry_basic, registry_basic.ca_cert)
+    hosts = hosts_dir(tmp_path, registry_basic.host, registry_basic.ca_cert)
     r = make(ResolverOptions(hosts_dir=hosts), docker_config=str(cfg))
     assert r.resolve(registry_basic.ref("test/busybox:1")).name == registry_basic.ref("test/busybox:1")
 
@@ -203,7 +165,7 @@ def test_docker_config_credentials(registry_basic: Registry, make, tmp_path: Pat
 @pytest.fixture(scope="module")
 def big_blob(registry: Registry) -> tuple[str, Descriptor, bytes]:
     data = random.Random(64).randbytes(64 * MiB)
-    return "t/big-blob", _push_blob(registry, "t/big-blob", data), data
+    return "t/big-blob", push_blob(registry, "t/big-blob", data), data
 
 
 def test_reset_at_half_of_64_mib_resumes_with_range(registry: Registry, fault_proxy, make,
@@ -228,32 +190,32 @@ def test_reset_at_half_of_64_mib_resumes_with_range(registry: Registry, fault_pr
 
 def test_server_ignoring_range(registry: Registry, fault_proxy, make) -> None:
     data = os.urandom(8 * MiB)
-    desc = _push_blob(registry, "t/ignore-range", data)
+    desc = push_blob(registry, "t/ignore-range", data)
     proxy = fault_proxy(registry)
     proxy.inject(reset_after(3 * MiB), path="/blobs/", method="GET", times=1)
     proxy.inject(ignore_range(), path="/blobs/", method="GET")
-    assert _read(make().fetcher(f"{proxy.host}/t/ignore-range").fetch(desc)) == data
+    assert read_all(make().fetcher(f"{proxy.host}/t/ignore-range").fetch(desc)) == data
     statuses = [q.status for q in proxy.requests if q.method == "GET"]
     assert statuses == [200, 200]
 
 
 def test_truncated_body_resumes(registry: Registry, fault_proxy, make) -> None:
     data = os.urandom(4 * MiB)
-    desc = _push_blob(registry, "t/truncated", data)
+    desc = push_blob(registry, "t/truncated", data)
     proxy = fault_proxy(registry)
     proxy.inject(truncate(MiB + 5), path="/blobs/", method="GET", times=1)
-    assert _read(make().fetcher(f"{proxy.host}/t/truncated").fetch(desc)) == data
+    assert read_all(make().fetcher(f"{proxy.host}/t/truncated").fetch(desc)) == data
     assert [q.range for q in proxy.requests] == [None, f"bytes={MiB + 5}-"]
 
 
 def test_flipped_byte_is_a_digest_mismatch(registry: Registry, fault_proxy, make) -> None:
     data = os.urandom(2 * MiB)
-    desc = _push_blob(registry, "t/flipped", data)
+    desc = push_blob(registry, "t/flipped", data)
     proxy = fault_proxy(registry)
     proxy.inject(flip_byte(12345), path="/blobs/", method="GET", times=1)
     with pytest.raises(FailedPreconditionError, match=f"content {proxy.host}/t/flipped@{desc.digest}: digest "
                                                        "mismatch: got sha256:"):
-        _read(make().fetcher(f"{proxy.host}/t/flipped").fetch(desc))
+        read_all(make().fetcher(f"{proxy.host}/t/flipped").fetch(desc))
 
 
 def test_429_with_retry_after_then_500s(registry: Registry, fault_proxy, make, sleeps: list[float]) -> None:
@@ -269,10 +231,10 @@ def test_429_with_retry_after_then_500s(registry: Registry, fault_proxy, make, s
 
 def test_stall_then_resume(registry: Registry, fault_proxy, make) -> None:
     data = os.urandom(2 * MiB)
-    desc = _push_blob(registry, "t/stall", data)
+    desc = push_blob(registry, "t/stall", data)
     proxy = fault_proxy(registry)
     proxy.inject(stall(5, after_bytes=100_000), path="/blobs/", method="GET", times=1)
-    assert _read(make(stall_timeout=0.5).fetcher(f"{proxy.host}/t/stall").fetch(desc)) == data
+    assert read_all(make(stall_timeout=0.5).fetcher(f"{proxy.host}/t/stall").fetch(desc)) == data
     assert proxy.requests[-1].range is not None
 
 
@@ -293,13 +255,13 @@ def test_two_hundred_concurrent_fetches_on_one_resolver(registry: Registry, make
     rng = random.Random(200)
     blobs = [rng.randbytes(rng.randint(1, 64 * 1024)) for _ in range(200)]
     with ThreadPoolExecutor(8) as pool:
-        descs = list(pool.map(lambda b: _push_blob(registry, "t/concurrent", b), blobs))
+        descs = list(pool.map(lambda b: push_blob(registry, "t/concurrent", b), blobs))
     fetcher = make().fetcher(registry.ref("t/concurrent"))
     start = threading.Barrier(200)
 
     def fetch(i: int) -> bytes:
         start.wait()
-        return _read(fetcher.fetch(descs[i]))
+        return read_all(fetcher.fetch(descs[i]))
 
     with ThreadPoolExecutor(200) as pool:
         results = list(pool.map(fetch, range(200)))
