@@ -229,7 +229,13 @@ class Provider(Protocol):
 
 @runtime_checkable
 class Writer(Protocol):
-    """An open, exclusively locked ingest."""
+    """An open, exclusively locked ingest.
+
+    A writer may also offer ``write_from(readinto, limit) -> int``: append up to ``limit`` bytes that
+    ``readinto(view)`` puts straight into the writer's own buffer, returning how many (0 once the source
+    has ended).  :func:`write_blob` uses it where present, so a store that writes from buffers of its own
+    gets the source's bytes without a copy in between.
+    """
 
     def write(self, data: bytes | memoryview) -> int: ...
 
@@ -430,6 +436,13 @@ def _copy(writer: Writer, src: BinaryIO, offset: int, progress: Callable[[int], 
     if readinto is None:
         return _copy_simple(writer, src, offset, progress)
     if not read_ahead or (size is not None and size - offset < _PREFETCH_MIN):
+        write_from = getattr(writer, "write_from", None)
+        if write_from is not None:  # the source fills the writer's buffer: no copy in between
+            while n := write_from(readinto, CHUNK_SIZE):
+                offset += n
+                if progress is not None:
+                    progress(offset)
+            return offset
         buf = bytearray(CHUNK_SIZE)
         view = memoryview(buf)
         while n := readinto(view):

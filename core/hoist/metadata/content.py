@@ -36,7 +36,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -625,6 +625,17 @@ class NamespacedWriter:
             self._unshare(copy=True)
         with self._store._errors():
             return self._raw.write(data)
+
+    def write_from(self, readinto: Callable[[memoryview], int | None], limit: int) -> int:
+        """Append up to ``limit`` bytes read by ``readinto``; into the plugin writer's own buffer where it offers one."""
+        self._check()
+        fill = getattr(self._raw, "write_from", None)
+        if fill is None:
+            buf = bytearray(limit)
+            n = readinto(memoryview(buf)) or 0
+            return self.write(memoryview(buf)[:n]) if n else 0
+        with self._store._errors():
+            return fill(readinto, limit)
 
     def digest(self) -> Digest:
         if self._raw is None:

@@ -504,6 +504,7 @@ class LocalWriter:
         self._pending: Future | None = None
         self._pending_at = offset  # where the buffer in flight goes
         self._failed: OSError | None = None  # a direct write failed: only the data before _pending_at is good
+        self._scratch: bytearray | None = None  # write_from's buffer when not writing directly
         self.ref = lock.ref
         if direct_fd >= 0:
             _gathering[str(path)] = self
@@ -570,6 +571,45 @@ class LocalWriter:
             self._flushed = self._offset
         return n
 
+    def write_from(self, readinto: Callable[[memoryview], int | None], limit: int) -> int:
+        """Append up to ``limit`` bytes that ``readinto`` puts straight into this writer's buffer.
+
+        For a blob written around the page cache the source fills the page-aligned buffer itself, so its
+        bytes are copied once, by the kernel, on their way from the socket to the disk.  Returns the bytes
+        appended; 0 when the source has ended.
+
+        :raises OutOfRangeError: the source went past the declared total; nothing of that read is kept.
+        """
+        self._check()
+        if self._failed is not None:
+            raise self._failure()
+        if self._dfd < 0:
+            scratch = self._scratch
+            if scratch is None or len(scratch) < limit:
+                scratch = self._scratch = bytearray(limit)
+            with memoryview(scratch) as whole:
+                n = readinto(whole[:limit]) or 0
+                return self.write(whole[:n]) if n else 0
+        if not self._stages:
+            self._stages = [mmap.mmap(-1, _DIRECT_STAGE), mmap.mmap(-1, _DIRECT_STAGE)]
+        with memoryview(self._stages[self._cur]) as whole:
+            view = whole[self._staged:self._staged + min(limit, _DIRECT_STAGE - self._staged)]
+            n = readinto(view) or 0
+            if not n:
+                return 0
+            if self._total and self._offset + n > self._total:
+                raise OutOfRangeError(
+                    f"ingest {_show(self.ref)}: write of {n} bytes at offset {self._offset} exceeds total {self._total}"
+                )
+            self._hasher.update(view[:n])
+            view.release()
+        self._staged += n
+        self._offset += n
+        self._updated_at = _now()
+        if self._staged == _DIRECT_STAGE:
+            self._submit()
+        return n
+
     def _write_all(self, view: memoryview) -> None:
         done = 0
         while done < len(view):
@@ -585,13 +625,17 @@ class LocalWriter:
             self._staged += k
             pos += k
             if self._staged == _DIRECT_STAGE:
-                self._wait_pending()  # the other buffer is free again
-                write = functools.partial(self._write_direct, offset=self._disk, fallback=self._fd)
-                self._pending = _offload(write, memoryview(self._stages[self._cur]))
-                self._pending_at = self._disk
-                self._disk += _DIRECT_STAGE
-                self._staged = 0
-                self._cur ^= 1
+                self._submit()
+
+    def _submit(self) -> None:
+        """Hand the full buffer to the helper thread and gather into the other one."""
+        self._wait_pending()  # the other buffer is free again
+        write = functools.partial(self._write_direct, offset=self._disk, fallback=self._fd)
+        self._pending = _offload(write, memoryview(self._stages[self._cur]))
+        self._pending_at = self._disk
+        self._disk += _DIRECT_STAGE
+        self._staged = 0
+        self._cur ^= 1
 
     def _write_direct(self, view: memoryview, *, offset: int, fallback: int) -> None:
         done = 0

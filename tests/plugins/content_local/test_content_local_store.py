@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from hoist.content import Descriptor, Digest, Info, write_blob
-from hoist.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
+from hoist.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+    UnavailableError,
+)
 from hoist.testing.content import BAD_DIGESTS, ContentStoreSuite, make_content
 from hoist_content_local.store import LocalContentStore
 
@@ -449,3 +456,56 @@ def test_a_failed_direct_write_keeps_only_whole_buffers_and_resumes(root: Path, 
     w.write(data[2 * MiB:])
     w.commit(len(data), d)
     assert store.info(d).size == len(data)
+
+
+class _Trickle(io.RawIOBase):
+    """A source handing out at most ``step`` bytes per read, as a socket does."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+        self._step = step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+        n = min(len(b), self._step, len(self._data) - self._pos)
+        b[:n] = self._data[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "page-cache"])
+def test_write_from_fills_the_writer_in_odd_reads_and_resumes_after_close(root: Path, direct: bool) -> None:
+    store = LocalContentStore(root, direct_bytes=1 if direct else 0)
+    data, d = make_content(5 * MiB + 4321)
+    src = _Trickle(data, 333_333)
+    w = store.writer("from", total=len(data), expected=d)
+    got = 0
+    while got < 3 * MiB + 77:
+        got += w.write_from(src.readinto, min(MiB, 3 * MiB + 77 - got))
+    assert w.status().offset == got == 3 * MiB + 77
+    w.close()
+    assert (root / "ingest" / _key("from") / "data").stat().st_size == got
+    write_blob(store, "from", _Trickle(data, 100_001), len(data), d)  # resumes at 3 MiB + 77
+    with store.reader_at(Descriptor(media_type="x", digest=d, size=len(data))) as ra:
+        assert ra.read_at(0, len(data)) == data
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "page-cache"])
+def test_write_from_past_the_total_keeps_nothing_of_that_read(root: Path, direct: bool) -> None:
+    store = LocalContentStore(root, direct_bytes=1 if direct else 0)
+    data, d = make_content(2 * MiB + 10)
+    src = _Trickle(data + b"0123456789", MiB)
+    w = store.writer("long", total=len(data), expected=d)
+    assert w.write_from(src.readinto, MiB) == MiB
+    assert w.write_from(src.readinto, MiB) == MiB
+    with pytest.raises(OutOfRangeError, match=f"ingest 'long': write of 20 bytes at offset {2 * MiB} exceeds total {len(data)}"):
+        w.write_from(src.readinto, MiB)
+    assert w.status().offset == 2 * MiB
+    w.write(data[2 * MiB:])
+    w.commit(len(data), d)
+    assert store.info(d).size == len(data)
+    with pytest.raises(OutOfRangeError):  # through write_blob: a source longer than the size is refused
+        write_blob(store, "long-again", io.BytesIO(data + b"x"), len(data), None)
