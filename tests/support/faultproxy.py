@@ -21,10 +21,12 @@ import re
 import socket
 import ssl
 import struct
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import attrs
 
@@ -155,6 +157,11 @@ class ProxiedRequest:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client hanging up between or during exchanges is routine for a fault proxy
+        super().handle_error(request, client_address)
 
 
 class FaultProxy:

@@ -47,10 +47,9 @@ from hoist_resolver_docker import transport as _transport
 from hoist_resolver_docker.auth import Authorizer, DockerConfigCredentials
 from hoist_resolver_docker.config import DockerResolverConfig
 from hoist_resolver_docker.hosts import HostList, RegistryHost, host_of, load_hosts
+from hoist_resolver_docker.http1 import RegistryTransport
 from hoist_resolver_docker.transport import (
-    NETWORK_ERRORS,
     Body,
-    RegistryTransport,
     ResumingBody,
     RetryPolicy,
     close_quietly,
@@ -58,6 +57,7 @@ from hoist_resolver_docker.transport import (
     error_for_status,
     final_error_codes,
     network_error,
+    network_errors,
     parse_error_body,
     read_error_body,
     read_limited,
@@ -262,7 +262,7 @@ class RegistrySession:
         for c in clients:
             try:
                 c.close()
-            except NETWORK_ERRORS as e:
+            except network_errors() as e:
                 log.debug("closing a registry connection pool: %s", e)
 
     # -- requests ----------------------------------------------------------------------------------
@@ -336,7 +336,7 @@ class RegistrySession:
             auth = authorize() if authorize is not None else None
             try:
                 response = self._exchange(client, method, url, headers, auth, auth_origin, body, length, what, plain)
-            except NETWORK_ERRORS as e:
+            except network_errors() as e:
                 if retryable_error(e) and attempt < tries:
                     delay = self.policy.delay(attempt)
                     log.info("%s: %s; retrying in %.1fs", what, describe_transport_error(e, url), delay)

@@ -13,15 +13,14 @@ import json
 import logging
 import random
 import re
-import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
-import httpcore
 import httpx
 
 from hoist.errors import (
@@ -39,22 +38,31 @@ log = logging.getLogger("hoist.resolver.v1.docker")
 #: Largest token or error body read.
 MAX_SMALL_BODY = 1 << 20
 
-#: Bytes asked of the socket per read (httpcore asks for 64 KiB; larger reads cut the per-chunk Python work).
+#: Bytes per ``read()`` of a body read into a buffer.
 SOCKET_READ_SIZE = 1 << 20
 
-#: A body at least this long is read from the socket straight into the reader's buffer (see
-#: :class:`ResumingBody`); its connection is then closed instead of going back to the pool.
-DIRECT_BODY_MIN = 4 << 20
-
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524, 529})
-#: What the network stack can raise past httpx: its own errors, httpcore's (a response stream closed or
-#: read outside httpx's mapping), TLS and socket errors.
-NETWORK_ERRORS: tuple[type[BaseException], ...] = (
-    httpx.HTTPError, httpx.InvalidURL, httpx.StreamError,
-    httpcore.ConnectionNotAvailable, httpcore.ProtocolError, httpcore.NetworkError, httpcore.TimeoutException,
-    httpcore.UnsupportedProtocol, httpcore.ProxyError,
-    ssl.SSLError, OSError,
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ssl.SSLError, OSError,
 )
+
+
+def _httpcore() -> Any:
+    """httpcore, when something in this process loaded it (only then can its exceptions occur)."""
+    return sys.modules.get("httpcore")
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """What the network stack can raise past httpx: its own errors, TLS and socket errors, and httpcore's
+    (a transport built on httpcore can let them through).  For ``except network_errors() as e:``.
+    """
+    core = _httpcore()
+    if core is None:
+        return _NETWORK_ERRORS
+    return _NETWORK_ERRORS + (core.ConnectionNotAvailable, core.ProtocolError, core.NetworkError,
+                              core.TimeoutException, core.UnsupportedProtocol, core.ProxyError)
+
+
 #: A request body: bytes, or a factory of a fresh iterable of chunks (so a retry can send it again).
 Body = bytes | Callable[[], Iterable[bytes]]
 
@@ -140,18 +148,20 @@ def is_tls_error(exc: BaseException) -> bool:
 
 def retryable_error(exc: BaseException) -> bool:
     """Connection problems worth retrying (not TLS failures, not malformed requests or URLs)."""
+    core = _httpcore()
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL,
-                        httpx.DecodingError, httpx.TooManyRedirects, httpx.StreamError,
-                        httpcore.UnsupportedProtocol, httpcore.LocalProtocolError)):
+                        httpx.DecodingError, httpx.TooManyRedirects, httpx.StreamError)):
         return False
-    if isinstance(exc, (httpx.TransportError, httpcore.ConnectionNotAvailable, httpcore.ProtocolError,
-                        httpcore.NetworkError, httpcore.TimeoutException, OSError)):
+    if core is not None and isinstance(exc, (core.UnsupportedProtocol, core.LocalProtocolError)):
+        return False
+    if isinstance(exc, (httpx.TransportError, OSError)) or (core is not None and isinstance(
+            exc, (core.ConnectionNotAvailable, core.ProtocolError, core.NetworkError, core.TimeoutException))):
         return not is_tls_error(exc)
     return False
 
 
 def network_error(exc: BaseException, what: str, where: str = "") -> HoistError:
-    """The Hoist error for a failure below HTTP (one of :data:`NETWORK_ERRORS`).
+    """The Hoist error for a failure below HTTP (one of :func:`network_errors`).
 
     :param what: names the object (``host/repo@digest``, ``token from …``).
     :param where: the endpoint (``https://host:port``); empty when ``what`` already names it.
@@ -160,7 +170,9 @@ def network_error(exc: BaseException, what: str, where: str = "") -> HoistError:
     """
     if isinstance(exc, HoistError):
         return exc
-    if isinstance(exc, (httpx.InvalidURL, httpx.UnsupportedProtocol, httpcore.UnsupportedProtocol)):
+    core = _httpcore()
+    if isinstance(exc, (httpx.InvalidURL, httpx.UnsupportedProtocol)) or (
+            core is not None and isinstance(exc, core.UnsupportedProtocol)):
         return FailedPreconditionError(f"{what}: {where + ': ' if where else ''}unusable URL: {_root_message(exc)}")
     if where:
         return UnavailableError(f"{what}: {describe_transport_error(exc, where)}")
@@ -179,7 +191,7 @@ def close_quietly(response: httpx.Response | None) -> None:
         return
     try:
         response.close()
-    except NETWORK_ERRORS as e:
+    except network_errors() as e:
         log.debug("%s: closing the response: %s", endpoint(response.request.url), e)
 
 
@@ -188,11 +200,9 @@ def describe_transport_error(exc: BaseException, url: str) -> str:
     if is_tls_verify_error(exc):
         return (f"{url}: TLS certificate verification failed ({_root_message(exc)}); "
                 "trust its CA with 'ca' in hosts.toml, or use --skip-verify")
-    if isinstance(exc, (httpx.TimeoutException, httpcore.TimeoutException)):  # httpcore's: from a direct body
+    if isinstance(exc, httpx.TimeoutException):
         kind = {httpx.ConnectTimeout: "connecting", httpx.ReadTimeout: "no data received",
-                httpx.WriteTimeout: "sending", httpx.PoolTimeout: "waiting for a free connection",
-                httpcore.ConnectTimeout: "connecting", httpcore.ReadTimeout: "no data received",
-                httpcore.WriteTimeout: "sending", httpcore.PoolTimeout: "waiting for a free connection"}
+                httpx.WriteTimeout: "sending", httpx.PoolTimeout: "waiting for a free connection"}
         return f"{url}: timed out {kind.get(type(exc), '')}".rstrip()
     return f"{url}: {_root_message(exc)}"
 
@@ -230,7 +240,7 @@ def read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
             out += chunk
             if len(out) > limit:
                 raise FailedPreconditionError(f"{what}: body exceeds the {limit}-byte limit")
-    except NETWORK_ERRORS as e:
+    except network_errors() as e:
         raise network_error(e, what, endpoint(response.request.url)) from e
     finally:
         close_quietly(response)
@@ -351,10 +361,9 @@ class ResumingBody:
         self._failures = 0
         self._progress_mark = offset
         self._closed = False
-        # direct body: read the socket with this (after the chunk the HTTP parser had already buffered)
+        # a body read straight into the caller's buffer with this, instead of as chunks
         self._direct: Callable[[memoryview], int] | None = None
-        self._direct_left = 0  # body bytes still on the socket
-        self._primed = False  # the parser's buffered chunk has been taken
+        self._direct_left = 0  # body bytes not yet read
         self._attach(first, offset)
 
     def _attach(self, response: httpx.Response, offset: int) -> None:
@@ -428,7 +437,7 @@ class ResumingBody:
         close_quietly(self._response)
         self._response = None
         self._iter = None
-        self._direct, self._direct_left, self._primed = None, 0, False
+        self._direct, self._direct_left = None, 0
 
     def _next_chunk(self) -> bool:
         """Load the next chunk; False at the end of the object."""
@@ -444,7 +453,7 @@ class ResumingBody:
                     return False
                 cause: BaseException = httpx.RemoteProtocolError(
                     f"response ended at byte {self._offset} of {self._size}")
-            except NETWORK_ERRORS as e:
+            except network_errors() as e:
                 if self._size is not None and self._offset >= self._size:
                     return False
                 if not retryable_error(e):
@@ -460,19 +469,16 @@ class ResumingBody:
                 if not chunk:
                     continue
                 self._chunk, self._pos = chunk, 0
-                if self._direct is not None:
-                    self._direct_left -= len(chunk)
-                    self._primed = True
                 return True
             self._resume(cause)
 
     def _read_direct(self, view: memoryview) -> int:
-        """Read the socket into ``view`` (at most what the body has left); 0 at the end of the object."""
+        """Read the body into ``view`` (at most what it has left); 0 at the end of the object."""
         while True:
             if self._closed:
                 raise ValueError(f"{self._name}: read from a closed stream")
-            if self._direct is None or not self._primed:
-                return -1  # back to the parser's chunks (after a resume without a direct body)
+            if self._direct is None:
+                return -1  # back to chunks (resumed on a response that cannot be read so)
             if self._direct_left <= 0:
                 if self._size is None or self._offset >= self._size:
                     return 0
@@ -481,7 +487,7 @@ class ResumingBody:
             else:
                 try:
                     n = self._direct(view[:self._direct_left])
-                except NETWORK_ERRORS as e:
+                except network_errors() as e:
                     if not retryable_error(e):
                         raise network_error(e, self._name, self._where) from e
                     cause = e
@@ -519,7 +525,7 @@ class ResumingBody:
         filled = 0
         while filled < want:
             if self._pos >= len(self._chunk):
-                if self._primed:
+                if self._direct is not None:
                     n = self._read_direct(view[filled:])
                     if n > 0:
                         filled += n
@@ -567,105 +573,14 @@ class ResumingBody:
 
 
 def _direct_body(response: httpx.Response) -> tuple[Callable[[memoryview], int], int] | None:
-    """``(readinto, length)`` for reading the rest of ``response``'s body from its socket, or ``None``.
+    """``(readinto, length)`` of a body that can be read straight into a buffer, or ``None``.
 
-    Only a plain HTTP/1.1 body of a known length of at least :data:`DIRECT_BODY_MIN`, on a connection
-    of :class:`LargeReadBackend`, qualifies.  The HTTP parser never sees those bytes, so the connection
-    is closed with the response rather than reused: one new connection per large blob, against one
-    copy of each byte instead of five.
+    That is a body of a known length from :class:`~hoist_resolver_docker.http1.RegistryTransport` (whose
+    stream reads the socket into the caller's buffer); anything else goes through ``iter_raw``.
     """
-    headers = response.headers
-    length = headers.get("content-length", "")
-    if not length.isdigit() or int(length) < DIRECT_BODY_MIN or response.http_version != "HTTP/1.1":
+    stream = response.stream
+    readinto = getattr(stream, "readinto", None)
+    length = getattr(stream, "length", None)
+    if readinto is None or not isinstance(length, int):
         return None
-    if "transfer-encoding" in headers or headers.get("content-encoding", "identity").lower() != "identity":
-        return None
-    stream = response.extensions.get("network_stream")
-    if not isinstance(stream, _LargeReadStream) or not stream.can_read_into():
-        return None
-    try:
-        timeout = (response.request.extensions.get("timeout") or {}).get("read")
-    except RuntimeError:  # a response without its request
-        timeout = None
-    return (lambda view: stream.readinto(view, timeout)), int(length)
-
-
-class _LargeReadStream(httpcore.NetworkStream):
-    """A network stream that asks the socket for :data:`SOCKET_READ_SIZE` bytes per read.
-
-    It can also read into a caller's buffer (:meth:`readinto`), on a plain or TLS connection (not on TLS
-    inside TLS, where the socket carries the outer layer's bytes).
-    """
-
-    def __init__(self, inner: httpcore.NetworkStream, tls_layers: int = 0) -> None:
-        self._inner = inner
-        self._tls_layers = tls_layers
-        self._timeout: float | None = -1.0  # what the socket was last set to (-1: unknown)
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        self._timeout = -1.0  # the inner stream sets the socket's timeout itself
-        return self._inner.read(max(max_bytes, SOCKET_READ_SIZE), timeout)
-
-    def can_read_into(self) -> bool:
-        return self._tls_layers <= 1 and isinstance(self._inner.get_extra_info("socket"), socket.socket)
-
-    def readinto(self, view: memoryview, timeout: float | None = None) -> int:
-        """Receive into ``view``; 0 when the peer closed.  Errors as httpcore's (read timeout, read error)."""
-        sock = self._inner.get_extra_info("socket")
-        try:
-            if timeout != self._timeout:
-                sock.settimeout(timeout)
-                self._timeout = timeout
-            return sock.recv_into(view)
-        except socket.timeout as e:
-            raise httpcore.ReadTimeout(e) from e
-        except OSError as e:
-            raise httpcore.ReadError(e) from e
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._timeout = -1.0
-        self._inner.write(buffer, timeout)
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        return _LargeReadStream(self._inner.start_tls(ssl_context, server_hostname, timeout), self._tls_layers + 1)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class LargeReadBackend(httpcore.NetworkBackend):
-    """httpcore's synchronous backend with large socket reads."""
-
-    def __init__(self) -> None:
-        self._inner = httpcore.SyncBackend()
-
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Any = None) -> httpcore.NetworkStream:
-        return _LargeReadStream(self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
-
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Any = None) -> httpcore.NetworkStream:
-        return _LargeReadStream(self._inner.connect_unix_socket(path, timeout, socket_options))
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-class RegistryTransport(httpx.HTTPTransport):
-    """httpx's HTTP/1.1 transport over :class:`LargeReadBackend`, pooled for ``limits``."""
-
-    def __init__(self, *, verify: ssl.SSLContext, limits: httpx.Limits) -> None:
-        super().__init__(verify=verify, limits=limits, trust_env=False)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=verify,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=True,
-            http2=False,
-            network_backend=LargeReadBackend(),
-        )
+    return readinto, length
