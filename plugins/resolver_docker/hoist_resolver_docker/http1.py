@@ -406,3 +406,11 @@ class _Body(httpx.SyncByteStream):
         if self._conn is not None:  # not read to the end: the connection cannot carry another exchange
             conn, self._conn = self._conn, None
             self._pool._discard(conn)
+
+    def __del__(self) -> None:
+        # A response dropped without being read or closed must not keep its pool slot.
+        if getattr(self, "_conn", None) is not None:
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - interpreter shutdown; nothing to report to
+                pass

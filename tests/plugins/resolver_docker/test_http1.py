@@ -8,6 +8,7 @@ Requests go through :class:`RegistryClient` as the resolver sends them; bodies a
 
 from __future__ import annotations
 
+import gc
 import re
 import socket
 import threading
@@ -700,6 +701,15 @@ def test_a_full_pool_raises_pool_timeout_then_recovers(serve, make_client) -> No
         client.send("GET", server.url("/b"), {})
     assert len(server.requests) == 1
     first.close()  # unread: its connection goes, its slot comes back
+    assert client.send("GET", server.url("/b"), {}).read() == b"second"
+    assert server.connections == 2
+
+
+def test_a_response_dropped_unread_gives_its_slot_back(serve, make_client) -> None:
+    server = serve(by_path({"/a": blob(100 * KiB), "/b": b"second"}))
+    client = make_client(limits=httpx.Limits(max_connections=1), timeout=httpx.Timeout(5.0, pool=0.5))
+    client.send("GET", server.url("/a"), {})  # neither read nor closed: dropped at once
+    gc.collect()
     assert client.send("GET", server.url("/b"), {}).read() == b"second"
     assert server.connections == 2
 
