@@ -430,6 +430,17 @@ def _open_writer(ingester: Ingester, ref: str, total: int | None, expected: Dige
             delay = min(delay * 2, 0.25)
 
 
+def write_from_buffer(write: Callable[[memoryview], int], readinto: Callable[[memoryview], int | None],
+                      buf: bytearray, limit: int) -> int:
+    """``write_from`` for a writer without a buffer of its own: ``readinto`` fills ``buf`` (at most
+    ``limit`` bytes of it), then ``write`` takes what came.  Returns the bytes written; 0 once the source
+    has ended.
+    """
+    with memoryview(buf) as whole:
+        n = readinto(whole[:limit]) or 0
+        return write(whole[:n]) if n else 0
+
+
 def _copy(writer: Writer, src: BinaryIO, offset: int, progress: Callable[[int], None] | None, size: int | None,
           read_ahead: bool = True) -> int:
     readinto = getattr(src, "readinto", None)

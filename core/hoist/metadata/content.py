@@ -52,6 +52,7 @@ from hoist.content import (
     info_fields,
     status_fields,
     updated_labels,
+    write_from_buffer,
 )
 from hoist.errors import (
     AlreadyExistsError,
@@ -606,6 +607,7 @@ class NamespacedWriter:
         self._total = total
         self._started = _now()
         self._committed = False
+        self._scratch = bytearray()  # write_from's buffer when the plugin writer has none
 
     def __enter__(self) -> NamespacedWriter:
         return self
@@ -630,10 +632,10 @@ class NamespacedWriter:
         """Append up to ``limit`` bytes read by ``readinto``; into the plugin writer's own buffer where it offers one."""
         self._check()
         fill = getattr(self._raw, "write_from", None)
-        if fill is None:
-            buf = bytearray(limit)
-            n = readinto(memoryview(buf)) or 0
-            return self.write(memoryview(buf)[:n]) if n else 0
+        if fill is None:  # a plugin writer without buffers of its own (or a shared blob, see write)
+            if len(self._scratch) < limit:
+                self._scratch = bytearray(limit)
+            return write_from_buffer(self.write, readinto, self._scratch, limit)
         with self._store._errors():
             return fill(readinto, limit)
 

@@ -31,7 +31,17 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 
-from hoist.content import Digest, Info, ReaderAtFile, Status, WalkFunc, info_fields, status_fields, updated_labels
+from hoist.content import (
+    Digest,
+    Info,
+    ReaderAtFile,
+    Status,
+    WalkFunc,
+    info_fields,
+    status_fields,
+    updated_labels,
+    write_from_buffer,
+)
 from hoist.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -504,7 +514,7 @@ class LocalWriter:
         self._pending: Future | None = None
         self._pending_at = offset  # where the buffer in flight goes
         self._failed: OSError | None = None  # a direct write failed: only the data before _pending_at is good
-        self._scratch: bytearray | None = None  # write_from's buffer when not writing directly
+        self._scratch = bytearray()  # write_from's buffer when not writing directly
         self.ref = lock.ref
         if direct_fd >= 0:
             _gathering[str(path)] = self
@@ -584,15 +594,10 @@ class LocalWriter:
         if self._failed is not None:
             raise self._failure()
         if self._dfd < 0:
-            scratch = self._scratch
-            if scratch is None or len(scratch) < limit:
-                scratch = self._scratch = bytearray(limit)
-            with memoryview(scratch) as whole:
-                n = readinto(whole[:limit]) or 0
-                return self.write(whole[:n]) if n else 0
-        if not self._stages:
-            self._stages = [mmap.mmap(-1, _DIRECT_STAGE), mmap.mmap(-1, _DIRECT_STAGE)]
-        with memoryview(self._stages[self._cur]) as whole:
+            if len(self._scratch) < limit:
+                self._scratch = bytearray(limit)
+            return write_from_buffer(self.write, readinto, self._scratch, limit)
+        with memoryview(self._stage_buffer()) as whole:
             view = whole[self._staged:self._staged + min(limit, _DIRECT_STAGE - self._staged)]
             n = readinto(view) or 0
             if not n:
@@ -615,13 +620,17 @@ class LocalWriter:
         while done < len(view):
             done += os.write(self._fd, view[done:])
 
-    def _stage(self, view: memoryview) -> None:
+    def _stage_buffer(self) -> mmap.mmap:
+        """The page-aligned buffer being filled (both are made on first use)."""
         if not self._stages:
             self._stages = [mmap.mmap(-1, _DIRECT_STAGE), mmap.mmap(-1, _DIRECT_STAGE)]
+        return self._stages[self._cur]
+
+    def _stage(self, view: memoryview) -> None:
         pos, n = 0, len(view)
         while pos < n:
             k = min(n - pos, _DIRECT_STAGE - self._staged)
-            self._stages[self._cur][self._staged:self._staged + k] = view[pos:pos + k]
+            self._stage_buffer()[self._staged:self._staged + k] = view[pos:pos + k]
             self._staged += k
             pos += k
             if self._staged == _DIRECT_STAGE:

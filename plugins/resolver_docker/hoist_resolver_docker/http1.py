@@ -235,10 +235,11 @@ class RegistryTransport(httpx.BaseTransport):
                 ev = h.next_event()
                 if ev is h11.NEED_DATA:
                     data = sock.recv(65536)
-                    if not data and not received:
+                    if not data:
                         error = write_error or httpx.RemoteProtocolError(
-                            "server disconnected without sending a response")
-                        raise (_Stale(error) if reused else error) from error.__cause__
+                            "server disconnected before the end of the response head" if received
+                            else "server disconnected without sending a response")
+                        raise (_Stale(error) if reused and not received else error) from error.__cause__
                     received = True
                     h.receive_data(data)
                 elif not isinstance(ev, h11.InformationalResponse):

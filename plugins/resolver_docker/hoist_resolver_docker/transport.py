@@ -47,20 +47,20 @@ _NETWORK_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _httpcore() -> Any:
-    """httpcore, when something in this process loaded it (only then can its exceptions occur)."""
-    return sys.modules.get("httpcore")
+def _httpcore(*names: str) -> tuple[type[BaseException], ...]:
+    """httpcore's exception types ``names``, when something in this process loaded httpcore (only then
+    can they occur: Hoist's own transport does not use it); else none.
+    """
+    core = sys.modules.get("httpcore")
+    return tuple(getattr(core, n) for n in names) if core is not None else ()
 
 
 def network_errors() -> tuple[type[BaseException], ...]:
     """What the network stack can raise past httpx: its own errors, TLS and socket errors, and httpcore's
     (a transport built on httpcore can let them through).  For ``except network_errors() as e:``.
     """
-    core = _httpcore()
-    if core is None:
-        return _NETWORK_ERRORS
-    return _NETWORK_ERRORS + (core.ConnectionNotAvailable, core.ProtocolError, core.NetworkError,
-                              core.TimeoutException, core.UnsupportedProtocol, core.ProxyError)
+    return _NETWORK_ERRORS + _httpcore("ConnectionNotAvailable", "ProtocolError", "NetworkError",
+                                       "TimeoutException", "UnsupportedProtocol", "ProxyError")
 
 
 #: A request body: bytes, or a factory of a fresh iterable of chunks (so a retry can send it again).
@@ -148,14 +148,12 @@ def is_tls_error(exc: BaseException) -> bool:
 
 def retryable_error(exc: BaseException) -> bool:
     """Connection problems worth retrying (not TLS failures, not malformed requests or URLs)."""
-    core = _httpcore()
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL,
-                        httpx.DecodingError, httpx.TooManyRedirects, httpx.StreamError)):
+                        httpx.DecodingError, httpx.TooManyRedirects, httpx.StreamError,
+                        *_httpcore("UnsupportedProtocol", "LocalProtocolError"))):
         return False
-    if core is not None and isinstance(exc, (core.UnsupportedProtocol, core.LocalProtocolError)):
-        return False
-    if isinstance(exc, (httpx.TransportError, OSError)) or (core is not None and isinstance(
-            exc, (core.ConnectionNotAvailable, core.ProtocolError, core.NetworkError, core.TimeoutException))):
+    if isinstance(exc, (httpx.TransportError, OSError, *_httpcore("ConnectionNotAvailable", "ProtocolError",
+                                                                  "NetworkError", "TimeoutException"))):
         return not is_tls_error(exc)
     return False
 
@@ -170,9 +168,7 @@ def network_error(exc: BaseException, what: str, where: str = "") -> HoistError:
     """
     if isinstance(exc, HoistError):
         return exc
-    core = _httpcore()
-    if isinstance(exc, (httpx.InvalidURL, httpx.UnsupportedProtocol)) or (
-            core is not None and isinstance(exc, core.UnsupportedProtocol)):
+    if isinstance(exc, (httpx.InvalidURL, httpx.UnsupportedProtocol, *_httpcore("UnsupportedProtocol"))):
         return FailedPreconditionError(f"{what}: {where + ': ' if where else ''}unusable URL: {_root_message(exc)}")
     if where:
         return UnavailableError(f"{what}: {describe_transport_error(exc, where)}")
@@ -363,7 +359,6 @@ class ResumingBody:
         self._closed = False
         # a body read straight into the caller's buffer with this, instead of as chunks
         self._direct: Callable[[memoryview], int] | None = None
-        self._direct_left = 0  # body bytes not yet read
         self._attach(first, offset)
 
     def _attach(self, response: httpx.Response, offset: int) -> None:
@@ -391,10 +386,8 @@ class ResumingBody:
                 raise self._size_mismatch(int(declared))
             self._skip = offset
         self._response = response
-        self._iter = iter_body(response)
-        direct = None if self._skip else _direct_body(response)
-        if direct is not None:
-            self._direct, self._direct_left = direct
+        self._direct = None if self._skip else _direct_body(response)
+        self._iter = iter_body(response) if self._direct is None else None
 
     def _size_mismatch(self, actual: int) -> FailedPreconditionError:
         if self._size is not None and actual > self._size:
@@ -437,7 +430,7 @@ class ResumingBody:
         close_quietly(self._response)
         self._response = None
         self._iter = None
-        self._direct, self._direct_left = None, 0
+        self._direct = None
 
     def _next_chunk(self) -> bool:
         """Load the next chunk; False at the end of the object."""
@@ -473,30 +466,22 @@ class ResumingBody:
             self._resume(cause)
 
     def _read_direct(self, view: memoryview) -> int:
-        """Read the body into ``view`` (at most what it has left); 0 at the end of the object."""
+        """Read the body into ``view``; 0 at the end of the object, -1 when the body is now read as chunks."""
         while True:
             if self._closed:
                 raise ValueError(f"{self._name}: read from a closed stream")
             if self._direct is None:
-                return -1  # back to chunks (resumed on a response that cannot be read so)
-            if self._direct_left <= 0:
-                if self._size is None or self._offset >= self._size:
-                    return 0
-                cause: BaseException = httpx.RemoteProtocolError(
-                    f"response ended at byte {self._offset} of {self._size}")
+                return -1  # resumed on a response that cannot be read so
+            try:
+                n = self._direct(view)  # 0 only at the end of the body; a body cut short raises
+            except network_errors() as e:
+                if not retryable_error(e):
+                    raise network_error(e, self._name, self._where) from e
+                cause: BaseException = e
             else:
-                try:
-                    n = self._direct(view[:self._direct_left])
-                except network_errors() as e:
-                    if not retryable_error(e):
-                        raise network_error(e, self._name, self._where) from e
-                    cause = e
-                else:
-                    if n:
-                        self._direct_left -= n
-                        return n
-                    cause = httpx.RemoteProtocolError(
-                        f"peer closed the connection at byte {self._offset} of {self._size}")
+                if n or self._size is None or self._offset >= self._size:
+                    return n
+                cause = httpx.RemoteProtocolError(f"response ended at byte {self._offset} of {self._size}")
             self._resume(cause)
 
     def _resume(self, cause: BaseException) -> None:
@@ -572,15 +557,13 @@ class ResumingBody:
             self._drop()
 
 
-def _direct_body(response: httpx.Response) -> tuple[Callable[[memoryview], int], int] | None:
-    """``(readinto, length)`` of a body that can be read straight into a buffer, or ``None``.
+def _direct_body(response: httpx.Response) -> Callable[[memoryview], int] | None:
+    """``readinto`` of a body that can be read straight into a buffer, or ``None``.
 
     That is a body of a known length from :class:`~hoist_resolver_docker.http1.RegistryTransport` (whose
     stream reads the socket into the caller's buffer); anything else goes through ``iter_raw``.
     """
     stream = response.stream
-    readinto = getattr(stream, "readinto", None)
-    length = getattr(stream, "length", None)
-    if readinto is None or not isinstance(length, int):
+    if not isinstance(getattr(stream, "length", None), int):
         return None
-    return readinto, length
+    return getattr(stream, "readinto", None)

@@ -538,7 +538,7 @@ def test_a_connection_closed_in_the_middle_of_the_head_is_a_protocol_error(serve
         return False
     server = serve(handle)
     client = make_client()
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx.RemoteProtocolError, match="^server disconnected before the end of the response head$"):
         client.send("GET", server.url(), {})
     assert server.connections == 1
 
