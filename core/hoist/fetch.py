@@ -8,6 +8,7 @@ is committed label the blobs with their source repository and write the image ro
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,14 +16,40 @@ from typing import Any
 import attrs
 
 from hoist import reference
-from hoist.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from hoist.content import Digest, Info
+from hoist.errors import AlreadyExistsError, FailedPreconditionError, HoistError, InvalidArgumentError, NotFoundError
 from hoist.images import documents
 from hoist.images import mediatypes as mt
 from hoist.images.handlers import DEFAULT_CONCURRENCY, MAX_DEPTH, Event, children_handler, dispatch, fetch_handler, handlers
 from hoist.images.image import Image, check
 from hoist.images.platforms import Matcher
 from hoist.progress import ProgressTracker
-from hoist.push import DISTRIBUTION_SOURCE_PREFIX, record_sources
+
+log = logging.getLogger("hoist.fetch")
+
+#: Content labels ``<prefix><registry host>`` list the repositories of that registry holding a blob
+#: (containerd's key); the pusher tries them for cross-repository mounts.
+DISTRIBUTION_SOURCE_PREFIX = "containerd.io/distribution.source."
+
+
+def record_sources(content: Any, digests: Sequence[Digest], registry: str, repository: str) -> None:
+    """Label each blob with ``repository`` under ``registry``'s distribution-source key (failures are logged).
+
+    Later pushes to other repositories of the registry mount these blobs instead of uploading them.
+    """
+    if not registry or not repository or not hasattr(content, "update"):
+        return
+    key = DISTRIBUTION_SOURCE_PREFIX + registry
+    for digest in digests:
+        try:
+            info = content.info(digest)
+            have = [r for r in info.labels.get(key, "").split(",") if r]
+            if repository in have:
+                continue
+            value = ",".join([*have, repository])
+            content.update(Info(digest=digest, size=info.size, labels={key: value}), (f"labels.{key}",))
+        except HoistError as e:
+            log.info("content %s: cannot record source %s/%s: %s", digest, registry, repository, e)
 
 
 @attrs.frozen(kw_only=True)

@@ -16,7 +16,6 @@ import contextlib
 import contextvars
 import heapq
 import importlib
-import importlib.metadata
 import logging
 import threading
 import traceback
@@ -29,6 +28,7 @@ import pluggy
 
 from hoist import builtins as _builtins
 from hoist.config import Config, decode_attrs
+from hoist.entrypoints import EntryPoint, entry_points
 from hoist.errors import ConfigError, NotFoundError, PluginDependencyError, PluginError, PluginSkipped
 from hoist.plugin import ENTRY_POINT_GROUP, InitContext, PluginResult, Registration, get_plugin_manager
 
@@ -41,7 +41,7 @@ class _Source:
     kind: str  # "builtin" or "entry point"
     target: str  # module path
     dist: str = ""
-    entry_point: importlib.metadata.EntryPoint | None = None
+    entry_point: EntryPoint | None = None
 
     def describe(self) -> str:
         return f"builtin {self.target}" if self.kind == "builtin" else f"{self.dist} ({self.target})"
@@ -52,8 +52,8 @@ def available_plugins(builtins: Mapping[str, str] | None = None) -> dict[str, li
     found: dict[str, list[_Source]] = {}
     for uri, module in (builtins if builtins is not None else _builtins.BUILTINS).items():
         found.setdefault(uri, []).append(_Source(uri, "builtin", module))
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if ep.dist is not None else "?"
+    for ep in entry_points(ENTRY_POINT_GROUP):
+        dist = ep.dist
         src = _Source(ep.name, "entry point", ep.value, dist, ep)
         if not any(s.kind == "entry point" and s.dist == dist for s in found.get(ep.name, [])):
             found.setdefault(ep.name, []).append(src)

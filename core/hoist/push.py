@@ -20,7 +20,8 @@ from typing import Any
 import attrs
 
 from hoist import reference
-from hoist.content import Descriptor, Digest, Info, copy_reader_at
+from hoist.content import Descriptor, Digest, copy_reader_at
+from hoist.fetch import DISTRIBUTION_SOURCE_PREFIX, record_sources
 from hoist.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -36,9 +37,6 @@ from hoist.progress import ProgressTracker, Renderer
 
 log = logging.getLogger("hoist.push")
 
-#: Content labels ``<prefix><registry host>`` list the repositories of that registry holding a blob
-#: (containerd's key); the pusher tries them for cross-repository mounts.
-DISTRIBUTION_SOURCE_PREFIX = "containerd.io/distribution.source."
 #: Default number of blobs uploaded at once (when the resolver does not say).
 DEFAULT_UPLOAD_CONCURRENCY = 3
 _VERIFY_BLOCK = 4 << 20
@@ -337,26 +335,6 @@ def _with_sources(content: Any, desc: Descriptor) -> Descriptor:
     if not extra:
         return desc
     return attrs.evolve(desc, annotations={**desc.annotations, **extra})
-
-
-def record_sources(content: Any, digests: Sequence[Digest], registry: str, repository: str) -> None:
-    """Label each blob with ``repository`` under ``registry``'s distribution-source key (failures are logged).
-
-    Later pushes to other repositories of the registry mount these blobs instead of uploading them.
-    """
-    if not registry or not repository or not hasattr(content, "update"):
-        return
-    key = DISTRIBUTION_SOURCE_PREFIX + registry
-    for digest in digests:
-        try:
-            info = content.info(digest)
-            have = [r for r in info.labels.get(key, "").split(",") if r]
-            if repository in have:
-                continue
-            value = ",".join([*have, repository])
-            content.update(Info(digest=digest, size=info.size, labels={key: value}), (f"labels.{key}",))
-        except HoistError as e:
-            log.info("content %s: cannot record source %s/%s: %s", digest, registry, repository, e)
 
 
 def _plan(content: Any, target: Descriptor, platforms: list[str], local: str) -> _Plan:

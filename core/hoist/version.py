@@ -7,7 +7,6 @@ git checkout the string stamped at build time is used, else the package version.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import subprocess
 from pathlib import Path
 
@@ -17,9 +16,11 @@ _SOURCE = Path(__file__).resolve().parent
 
 def package_version() -> str:
     """The distribution's version (PEP 440), e.g. ``0.1.0.dev0``."""
+    from hoist.entrypoints import version
+
     try:
-        return importlib.metadata.version(PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
+        return version(PACKAGE)
+    except LookupError:
         return "0.0.0"
 
 

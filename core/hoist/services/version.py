@@ -11,12 +11,8 @@ from hoist.plugin import InitContext, Registration, hookimpl
 
 
 def _describe() -> tuple[str, str]:
-    try:
-        from hoist import version
-    except ImportError:
-        import importlib.metadata
+    from hoist import version
 
-        return importlib.metadata.version("hoist"), ""
     return version.describe(), version.revision()
 
 

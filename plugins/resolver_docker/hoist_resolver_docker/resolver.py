@@ -83,11 +83,11 @@ ErrorFunc = Callable[[httpx.Response, str, bytes], HoistError]
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from hoist.entrypoints import version
 
+    try:
         return version("hoist-resolver-docker")
-    except Exception:  # noqa: BLE001 - metadata may be missing in odd installs
+    except (LookupError, OSError, UnicodeDecodeError):  # metadata may be missing in odd installs
         return "dev"
 
 
