@@ -15,7 +15,6 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 _VALUE = re.compile(r"(?P<module>[\w.]+)\s*(?::\s*(?P<attr>[\w.]+)\s*)?(?:\[[^\]]*\]\s*)?")
@@ -35,18 +34,6 @@ class EntryPoint:
     def __repr__(self) -> str:
         return f"EntryPoint(name={self.name!r}, value={self.value!r}, group={self.group!r}, dist={self.dist!r})"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, EntryPoint) and (self.name, self.value, self.group, self.dist) == (
-            other.name, other.value, other.group, other.dist)
-
-    def __hash__(self) -> int:
-        return hash((self.name, self.value, self.group, self.dist))
-
-    @property
-    def module(self) -> str:
-        m = _VALUE.fullmatch(self.value)
-        return m["module"] if m else self.value
-
     def load(self) -> Any:
         """Import the module the value names and return it, or the attribute after its ``:``.
 
@@ -56,7 +43,7 @@ class EntryPoint:
         if m is None:
             raise ValueError(f"entry point {self.name} = {self.value!r}: expected module or module:attribute")
         obj = importlib.import_module(m["module"])
-        for part in (m["attr"] or "").split(".") if m["attr"] else ():
+        for part in m["attr"].split(".") if m["attr"] else ():
             obj = getattr(obj, part)
         return obj
 
@@ -65,7 +52,7 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def _metadata_dirs() -> Iterator[tuple[str, str]] | None:
+def _metadata_dirs() -> list[tuple[str, str]] | None:
     """``(normalized name, directory)`` of each installed distribution, the first of each name only.
 
     ``None`` when a ``sys.path`` entry is an archive: :mod:`importlib.metadata` reads those.
@@ -89,7 +76,7 @@ def _metadata_dirs() -> Iterator[tuple[str, str]] | None:
                 continue
             seen.add(key)
             found.append((key, os.path.join(root, child)))
-    return iter(found)
+    return found
 
 
 def _read(path: str) -> str | None:

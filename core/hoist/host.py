@@ -53,9 +53,8 @@ def available_plugins(builtins: Mapping[str, str] | None = None) -> dict[str, li
     for uri, module in (builtins if builtins is not None else _builtins.BUILTINS).items():
         found.setdefault(uri, []).append(_Source(uri, "builtin", module))
     for ep in entry_points(ENTRY_POINT_GROUP):
-        dist = ep.dist
-        src = _Source(ep.name, "entry point", ep.value, dist, ep)
-        if not any(s.kind == "entry point" and s.dist == dist for s in found.get(ep.name, [])):
+        src = _Source(ep.name, "entry point", ep.value, ep.dist, ep)
+        if not any(s.kind == "entry point" and s.dist == ep.dist for s in found.get(ep.name, [])):
             found.setdefault(ep.name, []).append(src)
     return found
 

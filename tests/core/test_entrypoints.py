@@ -56,7 +56,7 @@ def test_load_imports_the_module_and_follows_the_attribute_path(tmp_path, monkey
     monkeypatch.syspath_prepend(str(tmp_path))
     assert entrypoints.EntryPoint("x", "ep_target_mod", "g", "d").load().__name__ == "ep_target_mod"
     assert entrypoints.EntryPoint("x", "ep_target_mod:Obj.attr [extra]", "g", "d").load() == "found"
-    assert entrypoints.EntryPoint("x", "ep_target_mod : Obj", "g", "d").module == "ep_target_mod"
+    assert entrypoints.EntryPoint("x", "ep_target_mod : Obj", "g", "d").load().attr == "found"
     with pytest.raises(ValueError, match="expected module or module:attribute"):
         entrypoints.EntryPoint("x", "not a module", "g", "d").load()
 

@@ -8,6 +8,7 @@ digests over the raw bytes; ``DockerFetcher.fetch(desc)`` streams a blob or mani
 from __future__ import annotations
 
 import collections
+import functools
 import io
 import json
 import logging
@@ -82,7 +83,9 @@ _ACCEPT_ANY = {"Accept": "*/*"}
 ErrorFunc = Callable[[httpx.Response, str, bytes], HoistError]
 
 
+@functools.cache
 def _version() -> str:
+    """This distribution's version, for the ``User-Agent`` (read once per process)."""
     from hoist.entrypoints import version
 
     try:
